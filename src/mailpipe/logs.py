@@ -1,0 +1,56 @@
+"""Structured logging: JSON lines (python-json-logger) or plain text, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+# user:password@ in URLs, and access/refresh tokens or passwords in key=value / JSON form.
+_SECRET_PATTERNS = [
+    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I), r"\g<pre>***@"),
+    (
+        re.compile(r"(?P<pre>(access_token|refresh_token|client_secret|password|token)[\"']?\s*[:=]\s*[\"']?)"
+                   r"[^\"'\s,&}]+", re.I),
+        r"\g<pre>***",
+    ),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Last line of defence: scrub URLs with passwords and token-looking values from every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if record.args:
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)  # type: ignore[assignment]
+        for key, value in list(record.__dict__.items()):
+            if isinstance(value, str) and key not in ("msg", "message", "name", "levelname", "pathname"):
+                record.__dict__[key] = redact(value)
+        return True
+
+
+def setup_logging(level: str = "INFO", fmt: str = "json", stream: object = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
