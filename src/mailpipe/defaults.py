@@ -59,3 +59,31 @@ DEFAULT_MAX_HEADERS = 200
 DEFAULT_EMBEDDED_PORT = 6390
 # Where the embedded Redis keeps its data (relative to the working directory).
 DEFAULT_EMBEDDED_DIR = ".mailpipe/redis"
+
+# --- producer (IMAP and local mailbox import) ---------------------------------------------------
+# Socket timeout of one IMAP command; a silently dead connection is noticed after this long.
+DEFAULT_IMAP_TIMEOUT_S = 60.0
+# Polling period when the server has no IDLE (or IDLE is disabled).
+DEFAULT_POLL_INTERVAL_S = 60.0
+# IDLE is re-issued this often; RFC 2177 servers may drop an idler after 29 minutes.
+DEFAULT_IDLE_REFRESH_S = 600.0
+# UIDs covered by one metadata FETCH; grows over sparse UID ranges, so no response is ever huge.
+DEFAULT_UID_WINDOW = 500
+# Bodies fetched per FETCH, bounded by count and by announced size (a batch holds at least one message).
+DEFAULT_FETCH_BATCH_MESSAGES = 50
+DEFAULT_FETCH_BATCH_BYTES = 16 * 1024 * 1024
+# Larger messages are fetched as headers only and published as metadata + reference (never dropped).
+DEFAULT_MAX_FETCH_BYTES = 64 * 1024 * 1024
+# After a UIDVALIDITY change, mail whose INTERNALDATE is within this margin of the last sync is re-checked.
+DEFAULT_RESYNC_MARGIN_S = 2 * 24 * 3600
+# Cap of the exponential reconnect backoff.
+DEFAULT_RECONNECT_MAX_S = 300.0
+# Lifetime of the one-producer-per-mailbox lease; renewed every third, so a killed producer frees it soon.
+DEFAULT_LEASE_TTL_S = 30.0
+# Publishing pauses while some consumer group has more undelivered entries than this (0 disables).
+DEFAULT_BACKPRESSURE_LIMIT = 10_000
+# How often a paused producer looks again.
+DEFAULT_BACKPRESSURE_CHECK_S = 2.0
+# How long the producer remembers what it published, so a re-sync or a re-run import publishes nothing twice.
+DEFAULT_PUBLISHED_RETENTION_S = 30 * 24 * 3600
+DEFAULT_PUBLISHED_BUCKET_S = 24 * 3600
