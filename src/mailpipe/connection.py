@@ -90,7 +90,7 @@ async def connect(url: str) -> aioredis.Redis:
 def connect_sync(url: str) -> redis.Redis:
     """A blocking client for ``url`` (CLI, producer), verified with PING."""
     try:
-        client = redis.Redis.from_url(url, **_client_kwargs())  # type: ignore[arg-type]
+        client = redis.Redis.from_url(url, **_client_kwargs())
     except ValueError as exc:
         raise ConfigError(f"invalid MAILPIPE_REDIS_URL {redact_url(url)}: {_scrub(str(exc), url)}") from None
     try:

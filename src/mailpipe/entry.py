@@ -283,7 +283,8 @@ def _int_field(stream_id: str, fields: Mapping[str, str], name: str) -> int:
     try:
         return int(fields[name])
     except (KeyError, ValueError):
-        raise MalformedEntry(f"entry {stream_id}: field {name!r} must be an integer, got {fields.get(name)!r}") from None
+        got = fields.get(name)
+        raise MalformedEntry(f"entry {stream_id}: field {name!r} must be an integer, got {got!r}") from None
 
 
 def _optional_int(stream_id: str, fields: Mapping[str, str], name: str) -> int | None:

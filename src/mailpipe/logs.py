@@ -32,7 +32,7 @@ class RedactingFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if record.args:
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)  # type: ignore[assignment]
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         for key, value in list(record.__dict__.items()):
             if isinstance(value, str) and key not in ("msg", "message", "name", "levelname", "pathname"):
                 record.__dict__[key] = redact(value)

@@ -1,0 +1,26 @@
+"""Creating the consumer group, and recreating it when Redis lost it (restart without data, FLUSHALL)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+log = logging.getLogger(__name__)
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+async def ensure_group(client: aioredis.Redis, stream: str, group: str, start_id: str) -> bool:
+    """Create ``group`` on ``stream`` (and the stream) unless it exists; True if it was created."""
+    try:
+        await client.xgroup_create(stream, group, id=start_id, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+    log.info("consumer group created", extra={"stream": stream, "group": group, "start_id": start_id})
+    return True
