@@ -14,6 +14,8 @@ An entry is a flat map of string fields (Redis stream fields)::
     first_ms     when the email was first enqueued (kept across retries)
     attempt      delivery attempt this entry represents, 1 for the first
     grp          "" for everyone, or the one consumer group a retry copy is addressed to
+    replay       optional; "force" makes the worker run the handler even if the key is already done
+                 (written only by an explicit `mailpipe replay --bypass-idempotency`)
     email        JSON of :class:`Email` (headers, bodies, attachment metadata, raw bytes within the policy)
 
 See docs/ARCHITECTURE.md for the size policy and the compatibility rules of the version.
@@ -181,6 +183,7 @@ class Message:
     email: Email
     fields: Mapping[str, str]  # the entry exactly as stored (copied verbatim into dead letters)
     version: int = ENTRY_FORMAT_VERSION
+    bypass_idempotency: bool = False
 
 
 def new_correlation_id() -> str:
@@ -269,6 +272,7 @@ def parse_entry(stream_id: str, fields: Mapping[str, str]) -> Message:
         email=email,
         fields=fields,
         version=version,
+        bypass_idempotency=fields.get("replay") == "force",
     )
 
 

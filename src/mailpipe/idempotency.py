@@ -45,14 +45,14 @@ class Idempotency:
         now = time.time() if now_s is None else now_s
         return [self.keys.done_bucket(self.group, b) for b in live_buckets(now, self.bucket_s, self.retention_s)]
 
-    async def claim(self, items: Sequence[tuple[str, str]], consumer: str) -> list[ClaimStatus]:
-        """Claim (stream id, idempotency key) pairs for ``consumer``; one status per pair."""
+    async def claim(self, items: Sequence[tuple[str, str, bool]], consumer: str) -> list[ClaimStatus]:
+        """Claim (stream id, idempotency key, bypass done-check) items for ``consumer``; a status each."""
         if not items:
             return []
         buckets = self.live_bucket_keys()
-        claim_keys = [self.keys.claim(self.group, idem) for _, idem in items]
+        claim_keys = [self.keys.claim(self.group, idem) for _, idem, _ in items]
         args: list[Any] = [len(buckets), self.claim_ttl_ms]
-        for stream_id, idem in items:
-            args += [idem, claim_token(consumer, stream_id)]
+        for stream_id, idem, bypass in items:
+            args += [idem, claim_token(consumer, stream_id), "1" if bypass else "0"]
         result = await self._claim(keys=buckets + claim_keys, args=args)
         return [ClaimStatus(int(s)) for s in result]

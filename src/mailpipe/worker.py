@@ -247,7 +247,7 @@ class Worker:
 
     async def _claim_and_start(self, messages: list[Message], immediate: list[Outcome]) -> None:
         statuses = await self.idempotency.claim(
-            [(m.stream_id, m.idempotency_key) for m in messages], self.consumer)
+            [(m.stream_id, m.idempotency_key, m.bypass_idempotency) for m in messages], self.consumer)
         for message, status in zip(messages, statuses, strict=True):
             self._deferred.pop(message.stream_id, None)
             if status == ClaimStatus.CLAIMED:
