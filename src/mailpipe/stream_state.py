@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # {name, consumers, pending, last-delivered-id, entries-read or "", lag or "", first undelivered id or ""}.
 _SUMMARY_LUA = """#!lua flags=no-writes
 local function summary(key)
-  if redis.call('EXISTS', key) == 0 then return {'0', '0-0', '', ''} end
+  -- a stream not created yet has had 0 entries: exported as such, so the first dead letter is an increase
+  if redis.call('EXISTS', key) == 0 then return {'0', '0-0', '0', ''} end
   local info = redis.call('XINFO', 'STREAM', key)
   local f = {}
   for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
