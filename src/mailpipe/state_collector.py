@@ -213,6 +213,8 @@ def _state_metrics(stream: str, st: PipelineState, live_idle_s: float) -> Iterat
         s, st.redis.maxmemory)
     f.gauge("mailpipe_redis_aof_enabled", "1 if the Redis server writes an append-only file.", S).add_metric(
         s, 1 if st.redis.aof_enabled else 0)
+    f.gauge("mailpipe_redis_noeviction", "1 if maxmemory-policy is noeviction (anything else can evict mail).",
+            S).add_metric(s, 1 if st.redis.maxmemory_policy == "noeviction" else 0)
     f.gauge("mailpipe_redis_info", "Always 1; the Redis version and eviction policy as labels.",
             (*S, "version", "maxmemory_policy")).add_metric(
         [stream, st.redis.version, st.redis.maxmemory_policy], 1)
