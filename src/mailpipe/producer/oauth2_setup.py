@@ -248,7 +248,8 @@ class _RedirectListener:
 
         self._server = http.server.HTTPServer(("127.0.0.1", port), Handler)
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="auth-redirect")
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
+                                        name="auth-redirect")
 
     def start(self) -> None:
         self._thread.start()
