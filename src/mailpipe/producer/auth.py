@@ -8,14 +8,14 @@ so the password path works without the Google libraries being importable.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from pydantic import SecretStr
 
 from mailpipe.errors import ConfigError
-from mailpipe.producer.errors import ImapAuthError
+from mailpipe.producer.errors import ImapAuthError, ImapUnavailable
 
 if TYPE_CHECKING:
     from mailpipe.producer.settings import ImapAccount, ProducerSettings
@@ -47,7 +47,7 @@ class PasswordAuthenticator:
             ) from None
 
 
-def oauth2_module() -> object:
+def oauth2_module() -> Any:
     """``mailpipe.producer.oauth2``, imported on first use; ConfigError if this build lacks it."""
     try:
         return importlib.import_module("mailpipe.producer.oauth2")
@@ -60,11 +60,35 @@ def oauth2_module() -> object:
         raise
 
 
-def build_authenticator(settings: ProducerSettings, account: ImapAccount) -> Authenticator:
+class _OAuth2Adapter:
+    """Maps the OAuth2 module's errors onto the producer's: revoked -> fatal, endpoint down -> retry."""
+
+    def __init__(self, module: Any, inner: Authenticator) -> None:
+        self._revoked: type[Exception] = module.AuthRevoked
+        self._endpoint: type[Exception] = module.TokenEndpointError
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+    def login(self, client: IMAPClient) -> None:
+        try:
+            self.inner.login(client)
+        except (ImapAuthError, ImapUnavailable):
+            raise
+        except Exception as exc:
+            if isinstance(exc, self._revoked):
+                raise ImapAuthError(str(exc)) from None
+            if isinstance(exc, self._endpoint):
+                raise ImapUnavailable(str(exc)) from None
+            raise
+
+
+def build_authenticator(settings: ProducerSettings, account: ImapAccount, metrics: Any = None) -> Authenticator:
     if account.auth == "xoauth2":
-        module = oauth2_module()
-        authenticator: Authenticator = module.OAuth2Authenticator(settings.for_account(account))  # type: ignore[attr-defined]
-        return authenticator
+        module: Any = oauth2_module()
+        inner: Authenticator = module.OAuth2Authenticator(settings.for_account(account), metrics=metrics)
+        return _OAuth2Adapter(module, inner)
     if account.password is None:  # settings validation already refuses this; keep the type checker honest
         raise ConfigError(f"no password for {account.username}: set MAILPIPE_IMAP_PASSWORD")
     return PasswordAuthenticator(account.username, account.password)
