@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 
 
 def is_nogroup(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+    """The group (or the whole stream) is gone: deleted, FLUSHALL, or Redis restarted without its data.
+    A read blocked at that moment is woken with UNBLOCKED."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 async def ensure_group(client: aioredis.Redis, stream: str, group: str, start_id: str) -> bool:

@@ -50,9 +50,9 @@ class Recovery:
             gone=[str(i) for i in gone],
         )
 
-    async def own(self, count: int) -> Recovered:
-        """This consumer's pending entries (delivered before a crash or restart)."""
-        return await self._recover("own", count, "0-0")
+    async def own(self, count: int, start: str = "-") -> Recovered:
+        """This consumer's pending entries (delivered before a crash or restart), from ``start`` on."""
+        return await self._recover("own", count, start)
 
     async def orphans(self, count: int) -> Recovered:
         """Entries idle longer than min_idle on any consumer, walking the pending list with a cursor."""

@@ -120,7 +120,6 @@ class Worker:
         self._settled = asyncio.Event()
         self._capacity = asyncio.Event()
         self._stopping = False
-        self._read_task: asyncio.Task[Any] | None = None
         self._log_extra = {"consumer": consumer, "group": self.group, "stream": settings.stream}
 
     # --- public ----------------------------------------------------------------------------------
@@ -156,8 +155,8 @@ class Worker:
                                                                         "inflight": len(self._inflight)})
         self._stopping = True
         self._capacity.set()
-        if self._read_task is not None:
-            self._read_task.cancel()
+        # A read already blocked in Redis is not cancelled: Redis would still deliver into our pending
+        # list; it returns within block_ms and what it brings is handled before the worker exits.
 
     async def run(self) -> Summary:
         await self._call_with_retry(self._ensure_group)
@@ -209,16 +208,8 @@ class Worker:
         block = self.settings.block_ms
         if self.settings.exit_when_idle:
             block = min(block, 50)
-        self._read_task = asyncio.ensure_future(self.client.xreadgroup(
-            self.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block))
-        try:
-            reply = await self._read_task
-        except asyncio.CancelledError:
-            if self._stopping:
-                return []  # entries delivered to a cancelled read stay pending on us: recovered at start
-            raise
-        finally:
-            self._read_task = None
+        reply = await self.client.xreadgroup(
+            self.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block)
         if not reply:
             return []
         return [(sid, fields) for sid, fields in reply[0][1] if fields is not None]
@@ -228,6 +219,8 @@ class Worker:
         candidates: list[Message] = []
         immediate: list[Outcome] = []
         for stream_id, fields in entries:
+            if stream_id in self._inflight or stream_id in self._deferred:
+                continue  # already ours and being handled (e.g. found again by recovery)
             try:
                 message = parse_entry(stream_id, fields)
             except MalformedEntry as exc:
@@ -391,11 +384,13 @@ class Worker:
 
     async def _recover_own(self) -> None:
         """Deliver again what was pending on this consumer name before a crash or restart."""
+        cursor = "-"
         while not self._stopping:
-            found = await self._call_with_retry(lambda: self.recovery.own(self.settings.batch_size))
+            found = await self._call_with_retry(lambda: self.recovery.own(self.settings.batch_size, cursor))
             self.note_recovered(found.poison, found.gone)
             if not found.entries:
                 return
+            cursor = "(" + found.entries[-1][0]
             log.info("recovered %d pending entries of this consumer", len(found.entries), extra=self._log_extra)
             await self.dispatch(found.entries)
             while len(self._inflight) >= self.settings.concurrency and not self._stopping:

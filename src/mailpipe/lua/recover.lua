@@ -4,7 +4,7 @@
 -- An entry is delivered at most max_deliveries times; the next delivery dead-letters it instead.
 -- KEYS[1] stream, KEYS[2] dead-letter stream.
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] mode, ARGV[4] min idle (ms), ARGV[5] count,
--- ARGV[6] max deliveries, ARGV[7] start id (auto mode cursor), ARGV[8] now (ms).
+-- ARGV[6] max deliveries, ARGV[7] start id (cursor; "(id" is exclusive), ARGV[8] now (ms).
 -- Returns {next cursor, entries {id, fields}..., poison ids, gone ids}.
 local stream, dead = KEYS[1], KEYS[2]
 local group, consumer, mode = ARGV[1], ARGV[2], ARGV[3]
@@ -33,7 +33,7 @@ local function deliveries_of(id)
 end
 
 if mode == 'own' then
-  local pend = redis.call('XPENDING', stream, group, '-', '+', count, consumer)
+  local pend = redis.call('XPENDING', stream, group, start, '+', count, consumer)
   for _, p in ipairs(pend) do
     local id, deliveries = p[1], tonumber(p[4])
     local r = redis.call('XRANGE', stream, id, id)
