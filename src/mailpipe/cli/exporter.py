@@ -18,6 +18,8 @@ from typing import Any
 import redis
 from prometheus_client import generate_latest
 from pydantic import Field
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from mailpipe import defaults
 from mailpipe.cli import EXIT_OK, EXIT_REDIS, add_common_options
@@ -98,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         client = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=settings.exporter_redis_timeout_s,
             socket_connect_timeout=settings.exporter_redis_timeout_s, health_check_interval=30,
+            # One immediate retry (a pooled connection gone stale after a Redis restart), then report
+            # Redis as down: the client's default backoff would outlast Prometheus' scrape timeout.
+            retry=Retry(NoBackoff(), 1),
         )
     except ValueError:
         raise ConfigError(f"invalid MAILPIPE_REDIS_URL {redact_url(url)}") from None
