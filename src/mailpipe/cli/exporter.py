@@ -94,7 +94,8 @@ def settings_from_args(args: argparse.Namespace) -> ExporterSettings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    setup_logging(settings.log_level, settings.log_format)
+    # --once reports a failure as its one-line error and exit code; the log line would only repeat it.
+    setup_logging("ERROR" if args.once else settings.log_level, settings.log_format)
     url = resolve_url(settings)
     try:
         client = redis.Redis.from_url(
