@@ -165,17 +165,29 @@ class ImapConnection:
 
     def highest_uid(self) -> int:
         """UID of the last message (0 if empty); for servers that do not announce UIDNEXT."""
-        with translated(f"{self.where}: FETCH *"):
-            data = self.imap.fetch("*", ["UID"])
-        return max(data, default=0)
+        with translated(f"{self.where}: SEARCH"):
+            return max(self.imap.search(["UID", "*"]), default=0)
 
-    def fetch_meta(self, uid_range: str) -> list[MessageMeta]:
-        """UID, size and INTERNALDATE of the messages in ``uid_range`` (``lo:hi`` or ``lo:*``)."""
+    def fetch_meta(self, lo: int, hi: int | None = None) -> list[MessageMeta]:
+        """UID, size and INTERNALDATE of the messages with UIDs ``lo..hi`` (``hi`` None: to the end).
+
+        A UID SEARCH of the window first, then a FETCH of exactly those UIDs: imapclient only returns
+        FETCH results for explicit UIDs, and the window keeps both answers small.
+        """
+        uid_range = f"{lo}:{'*' if hi is None else hi}"
         with translated(f"{self.where}: FETCH {uid_range}"):
-            data = self.imap.fetch(uid_range, ["RFC822.SIZE", "INTERNALDATE"])
+            uids = [u for u in self.imap.search(["UID", uid_range]) if u >= lo]
+            data = self.imap.fetch(uids, ["RFC822.SIZE", "INTERNALDATE"]) if uids else {}
         metas = [MessageMeta(int(uid), int(d.get(b"RFC822.SIZE", 0)), d.get(b"INTERNALDATE"))
                  for uid, d in data.items()]
         return sorted(metas, key=lambda m: m.uid)
+
+    def existing(self, uids: Sequence[int]) -> list[int]:
+        """Which of ``uids`` still exist."""
+        if not uids:
+            return []
+        with translated(f"{self.where}: SEARCH"):
+            return sorted(set(self.imap.search(["UID", ",".join(map(str, uids))])) & set(uids))
 
     def fetch_bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
         """Full RFC 822 bytes, with BODY.PEEK so \\Seen is never set; expunged UIDs are simply absent."""

@@ -75,8 +75,8 @@ class MailboxSync:
         pending: list[MessageMeta] = []
         while not self.stop.is_set():
             last_window = hi_known is None or lo + window - 1 >= hi_known
-            uid_range = f"{lo}:*" if last_window else f"{lo}:{lo + window - 1}"
-            metas = [m for m in conn.fetch_meta(uid_range) if m.uid >= lo and m.uid > cp.last_uid]
+            metas = [m for m in conn.fetch_meta(lo, None if last_window else lo + window - 1)
+                     if m.uid > cp.last_uid]
             for meta in metas:
                 if self._below_floor(cp, meta):
                     stats.skipped += 1
@@ -214,8 +214,7 @@ class MailboxSync:
 
     def _check_gone(self, conn: ImapConnection, uids: list[int]) -> None:
         """A body missing from a FETCH answer: fine if the message was expunged, an error otherwise."""
-        present = [m.uid for m in conn.fetch_meta(",".join(map(str, uids)))]
-        still = sorted(set(present) & set(uids))
+        still = conn.existing(uids)
         if still:
             raise ImapProtocolError(f"{self.account}/{self.mailbox}: the server returned no body for UID(s) "
                                     f"{still[:5]} that still exist; will retry")
@@ -223,7 +222,7 @@ class MailboxSync:
     def _finish_action(self, conn: ImapConnection, cp: Checkpoint) -> None:
         """A crash between a publish and its action: act on what was published since ``acted_uid``."""
         if self.action != "none":
-            metas = conn.fetch_meta(f"{cp.acted_uid + 1}:{cp.last_uid}")
+            metas = conn.fetch_meta(cp.acted_uid + 1, cp.last_uid)
             uids = [m.uid for m in metas if cp.acted_uid < m.uid <= cp.last_uid and not self._below_floor(cp, m)]
             log.info("finishing the post-publish action %s on %d message(s) of %s/%s", self.action, len(uids),
                      self.account, self.mailbox)
