@@ -21,7 +21,7 @@ class CommonSettings(BaseSettings):
     """Settings shared by every mailpipe process."""
 
     model_config = SettingsConfigDict(
-        env_prefix="MAILPIPE_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        env_prefix="MAILPIPE_", env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True,
         validate_default=True,
     )
 

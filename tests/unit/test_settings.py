@@ -42,3 +42,22 @@ def test_redis_password_is_never_echoed() -> None:
 def test_empty_redis_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILPIPE_REDIS_URL", "")
     assert load_settings(WorkerSettings).redis_url is None
+
+
+def test_the_shipped_env_example_loads_as_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    Path(".env").write_text((root / ".env.example").read_text())
+    s = load_settings(WorkerSettings)
+    assert s.metrics_port is None and s.consumer is None and s.redis_url is None
+    assert s == WorkerSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    for name in WorkerSettings.model_fields:
+        assert f"MAILPIPE_{name.upper()}=" in text, name
