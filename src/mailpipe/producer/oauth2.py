@@ -159,7 +159,11 @@ class OAuth2Authenticator:
                 if self._metrics is not None:
                     self._metrics.oauth_refresh_failure(account)
                 raise
-            save_token(self._path, token)
+            try:
+                save_token(self._path, token)
+            except OSError as exc:
+                # The new token still works from memory; losing it only costs a refresh after a restart.
+                log.warning("could not save the refreshed OAuth2 token to %s: %s", self._path, exc.strerror)
         self._token = token
         left = token.seconds_left(now) or 0.0
         log.info("refreshed the OAuth2 access token for %s (valid for %ds)", account, int(left))
