@@ -106,6 +106,9 @@ class Keys:
     def lease(self, account: str, mailbox: str) -> str:
         return f"{self.prefix}:lease:{_part(account)}:{_part(mailbox)}"
 
+    def lease_pattern(self) -> str:
+        return f"{self.prefix}:lease:*"
+
     def published_bucket(self, bucket: int) -> str:
         return f"{self.prefix}:published:{bucket}"
 
