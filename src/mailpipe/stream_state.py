@@ -13,13 +13,15 @@ first: nothing after it means zero, whatever ``lag`` says; the reported lag only
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import redis
+from redis.exceptions import NoScriptError
 
 from mailpipe import defaults
 from mailpipe.keys import Keys, live_buckets
@@ -163,12 +165,12 @@ class StreamStateReader:
         self.client = client
         self.keys = keys
         self.options = options or StateOptions()
-        self._summary = client.register_script(_SUMMARY_LUA)
+        self._summary_sha = hashlib.sha1(_SUMMARY_LUA.encode()).hexdigest()
         self._checkpoint_keys: list[str] = []
         self._checkpoints_scanned_at = float("-inf")
 
     def read(self) -> PipelineState:
-        raw = self._summary(keys=[self.keys.stream, self.keys.dead_letters])
+        raw = self._run_summary()
         now_ms = int(raw[0])
         stream, dead = _summary(raw[1]), _summary(raw[2])
         groups = [_group(g, stream.length) for g in raw[3:]]
@@ -202,6 +204,14 @@ class StreamStateReader:
         checkpoints = [self._checkpoint(key, next(replies)) for key in checkpoint_keys]
         return PipelineState(now_ms, stream, dead, groups, memory, info,
                              [c for c in checkpoints if c is not None])
+
+    def _run_summary(self) -> list[Any]:
+        # The _RO variants: a read-only ACL user (the exporter's) needs no write or SCRIPT permission.
+        keys = (self.keys.stream, self.keys.dead_letters)
+        try:
+            return cast(list[Any], self.client.evalsha_ro(self._summary_sha, len(keys), *keys))
+        except NoScriptError:
+            return cast(list[Any], self.client.eval_ro(_SUMMARY_LUA, len(keys), *keys))
 
     # --- per group ------------------------------------------------------------------------------
 

@@ -248,3 +248,25 @@ def test_lag_after_aof_rewrite_and_restart_is_not_trusted(aof_server: RedisServe
     assert scrape("mailpipe_group_lag_entries", group="workers") == (group["lag"] if group["lag"] is not None
                                                                      else None)
     r.close()
+
+
+def test_the_documented_read_only_acl_is_enough(r: redis.Redis, keys: Keys, redis_server: RedisServerProcess,
+                                                busy: dict[str, int]) -> None:
+    """The exporter user of config/redis.conf (no write, no SCRIPT LOAD) reads every series."""
+    conf = (Path(__file__).resolve().parents[2] / "config" / "redis.conf").read_text()
+    rule = next(line.removeprefix("# user ").split() for line in conf.splitlines()
+                if line.startswith("# user mailpipe-exporter "))
+    name, rules = rule[0], [x for x in rule[1:] if not x.startswith(">")]
+    r.acl_setuser(name, reset=True)
+    r.execute_command("ACL", "SETUSER", name, *rules, ">exporter-test-pw")
+    try:
+        client = redis.Redis(port=redis_server.port, username=name, password="exporter-test-pw",
+                             decode_responses=True)
+        scrape = Scrape(StreamStateReader(client, keys, StateOptions(dedup_bucket_s=BUCKET_S,
+                                                                     dedup_retention_s=RETENTION_S)))
+        assert scrape("mailpipe_exporter_redis_up") == 1, scrape.collector.last_error
+        assert scrape("mailpipe_group_pending_entries", group="workers") == 5
+        assert scrape("mailpipe_checkpoint_last_uid", account="ops@example.com", mailbox="INBOX/Sub:x") == 42
+        client.close()
+    finally:
+        r.acl_deluser(name)
