@@ -47,7 +47,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _answers_ping(port: int, timeout: float = 0.5) -> bool:
+def answers_ping(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(b"PING\r\n")
@@ -96,7 +96,7 @@ class RedisServerProcess:
             if self.proc.poll() is not None:
                 err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace")
                 raise ConfigError(f"Redis server on port {self.port} exited at start: {err.strip()[:300]}")
-            if _answers_ping(self.port):
+            if answers_ping(self.port):
                 return self
             time.sleep(0.02)
         self.stop()
@@ -141,7 +141,7 @@ def ensure_embedded(port: int, data_dir: str) -> str:
     url = f"redis://127.0.0.1:{port}/0"
     with open(directory / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once must not race for the port
-        if _answers_ping(port):
+        if answers_ping(port):
             return url
         args = [
             server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
@@ -154,7 +154,7 @@ def ensure_embedded(port: int, data_dir: str) -> str:
             raise ConfigError(f"embedded Redis failed to start: {(result.stderr or result.stdout).strip()[:300]}")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if _answers_ping(port):
+            if answers_ping(port):
                 log.info("embedded Redis started", extra={"url": url, "data_dir": str(directory)})
                 return url
             time.sleep(0.05)

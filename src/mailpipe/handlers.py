@@ -10,7 +10,7 @@ def log_email(message: Message, ctx: Context) -> None:
     """Default handler: one structured log line per email."""
     email = message.email
     ctx.logger.info(
-        "email received",
+        "email received: %s", email.subject[:120],
         extra={
             "subject": email.subject[:200],
             "from": email.from_[:3],

@@ -14,6 +14,7 @@ from typing import Any
 
 from mailpipe.cli import add_common_options
 from mailpipe.connection import connect_sync, redact_url, resolve_url
+from mailpipe.embedded import answers_ping, stop_embedded
 from mailpipe.logs import setup_logging
 from mailpipe.settings import WorkerSettings, load_settings
 from mailpipe.worker_main import run_worker
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         consumer="demo-worker", handler=args.handler, exit_when_idle=True, concurrency=4, block_ms=200,
         log_format=args.log_format)
     setup_logging(settings.log_level, settings.log_format)
+    started_embedded = settings.redis_url is None and not answers_ping(settings.embedded_port)
     url = resolve_url(settings)
     where = "embedded server" if settings.redis_url is None else "MAILPIPE_REDIS_URL"
     print(f"Redis: {redact_url(url)} ({where})")
@@ -54,9 +56,16 @@ def run(args: argparse.Namespace) -> int:
           f"({imported.skipped_already_published} skipped by the producer as already published)")
     client.close()
 
-    summary = asyncio.run(run_worker(settings))
+    try:
+        summary = asyncio.run(run_worker(settings))
+    finally:
+        if started_embedded:
+            stop_embedded(settings.embedded_dir)
+    duplicates = summary.duplicates + imported.skipped_already_published
     print()
-    print(f"processed {summary.processed}, skipped as duplicate {summary.duplicates}, failed {summary.failed}")
-    print(f"\nLook around:  redis-cli -p {url.rsplit(':', 1)[-1].split('/')[0]} XRANGE '{keys.stream}' - + COUNT 1")
-    print("Next:         python worker.py --consumer w1   (see README.md)")
+    print(f"processed {summary.processed}, skipped as duplicate {duplicates} (producer "
+          f"{imported.skipped_already_published}, worker {summary.duplicates}), failed {summary.failed}")
+    if started_embedded:
+        print(f"(the embedded Redis was stopped; its data stays in {settings.embedded_dir})")
+    print("Next: README.md shows how to run `python producer.py` and `python worker.py --consumer w1`")
     return 0 if summary.failed == 0 else 1
