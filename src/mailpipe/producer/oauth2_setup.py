@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import urllib.parse
+import webbrowser
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +71,9 @@ def auth_setup(settings: OAuth2Settings, no_browser: bool, *, stdin: TextIO | No
         save_token(settings.token_file, token)
     except MailpipeError as exc:
         return _fail(exc)
+    except webbrowser.Error:
+        return _fail(ConfigError("no web browser is available here: run `python producer.py --auth-setup "
+                                 "--no-browser` and open the printed URL on any machine"))
     except Exception as exc:  # the flow's libraries raise many types; none may end in a traceback
         return _fail(MailpipeError(f"authorization failed: {_describe(exc)}"))
     print(f"Authorized {token.account or 'the account'} ({provider.name}); token saved to "
