@@ -182,6 +182,10 @@ class ImapConnection:
                  for uid, d in data.items()]
         return sorted(metas, key=lambda m: m.uid)
 
+    def uids_after(self, uid: int) -> list[int]:
+        with translated(f"{self.where}: SEARCH"):
+            return [u for u in self.imap.search(["UID", f"{uid + 1}:*"]) if u > uid]
+
     def existing(self, uids: Sequence[int]) -> list[int]:
         """Which of ``uids`` still exist."""
         if not uids:

@@ -58,6 +58,11 @@ class MailboxSync:
         self.policy = settings.size_policy()
         self.ref_base = f"imap://{quote(account, safe='')}@{host}/{quote(mailbox, safe='')}"
         self.on_dry_run = on_dry_run or print
+        self.last_uid = 0  # where the last pass ended
+
+    def has_new_mail(self, conn: ImapConnection) -> bool:
+        """Mail that arrived during the last pass (the server may have announced it before IDLE began)."""
+        return bool(conn.uids_after(self.last_uid))
 
     @property
     def dry_run(self) -> bool:
@@ -99,6 +104,7 @@ class MailboxSync:
                 window = max(self.settings.uid_window, window // 2)
         if pending and not self.stop.is_set():
             cp = self._batch(conn, cp, pending, stats)
+        self.last_uid = cp.last_uid
         stats.complete = not self.stop.is_set()
         if stats.complete and not self.dry_run:
             self.checkpoints.update(self.account, self.mailbox, cp.uidvalidity, self.lease,

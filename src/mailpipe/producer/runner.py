@@ -212,6 +212,9 @@ class MailboxWorker(threading.Thread):
         keep_alive = self.lease.keep_alive if self.lease else (lambda: None)
         tick = min(1.0, self.settings.lease_ttl_s / 3)
         if self.settings.use_idle and conn.has_idle():
+            if self.sync.has_new_mail(conn):  # announced during the pass: IDLE would not repeat it
+                self.producer.metrics.poll(self.account.username, self.mailbox, "idle_wakeup")
+                return
             self.state = "idle"
             outcome = conn.idle_wait(self.settings.idle_refresh_s, self.stop, tick_s=tick, on_tick=keep_alive)
             if outcome == CHANGED:
