@@ -256,3 +256,17 @@ def test_revoke_failure_keeps_the_file(tmp_path: Path, server: OAuthTestServer,
     assert auth_revoke(down, out=io.StringIO()) == 1
     assert "was kept so you can try again" in capsys.readouterr().err
     assert Path(settings.token_file).exists()
+
+
+def test_no_browser_available_suggests_no_browser(
+        tmp_path: Path, server: OAuthTestServer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import webbrowser
+
+    def none_here(using: str | None = None) -> Any:
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr("webbrowser.get", none_here)
+    assert auth_setup(google_settings(tmp_path, server), False, out=io.StringIO(), timeout_s=JOIN_S) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("producer: no web browser") and "--no-browser" in err and err.count("\n") == 1

@@ -332,7 +332,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _fail(exc: BaseException) -> int:
-    print(f"mailpipe: {exc}", file=sys.stderr)
+    print(f"producer: {exc}", file=sys.stderr)
     return 2 if isinstance(exc, ConfigError) and not isinstance(exc, TokenMissing) else 1
 
 
