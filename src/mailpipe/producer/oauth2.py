@@ -6,8 +6,9 @@ first: a connection dropped after an hour must never come back with the token it
 refresh token the provider no longer honours (``invalid_grant``) raises :class:`AuthRevoked`, one line
 asking for ``--auth-setup``, and is never retried.
 
-This module is the public face of OAuth2 support; the pieces live in ``oauth2_client`` (the
-authorization server), ``oauth2_setup`` (the CLI commands) and ``token_store`` (the file).
+This module is the public face of OAuth2 support; the pieces live in ``oauth2_client`` (settings and
+the authorization server), ``oauth2_consent`` (the browser / headless consent), ``oauth2_setup`` (the
+``--auth-*`` commands) and ``token_store`` (the token file).
 """
 
 from __future__ import annotations
