@@ -143,8 +143,8 @@ def _serve(settings: ExporterSettings, registry: Any, collector: StreamStateColl
                 "redis": redact_url(url), "last_error": collector.last_error,
                 "last_success": collector.last_success}
 
-    assert settings.metrics_port is not None
-    server = HealthServer(settings.metrics_host, settings.metrics_port, registry, ready=ready, status=status)
+    port = DEFAULT_EXPORTER_PORT if settings.metrics_port is None else settings.metrics_port
+    server = HealthServer(settings.metrics_host, port, registry, ready=ready, status=status)
     server.start()
     # The port line goes to stdout too, so scripts starting the exporter on port 0 can find it.
     print(f"mailpipe exporter serving {server.url}/metrics for stream {settings.stream!r}", flush=True)
