@@ -207,10 +207,11 @@ def panels() -> list[Panel]:
             (f"sum by (account) (rate(mailpipe_producer_reconnects_total{{{P}}}[{RI}]))",
              "{{account}} reconnects"),
         ], unit="ops"),
-        timeseries("Time since last successful sync", "Per mailbox; the NoImapSync alert fires past 15 "
-                   "minutes.", [(f"time() - max by (account, mailbox) "
-                                 f"(mailpipe_producer_last_sync_timestamp_seconds{{{P}}})",
-                                 "{{account}} {{mailbox}}")], unit="s"),
+        timeseries("Time since last successful sync", "Per mailbox (counted from when the producer started "
+                   "watching it if it never synced); the NoImapSync alert fires past 15 minutes.",
+                   [(f"time() - max by (account, mailbox) (mailpipe_producer_last_sync_timestamp_seconds{{{P}}} "
+                     f"or mailpipe_producer_mailbox_watch_start_timestamp_seconds{{{P}}})",
+                     "{{account}} {{mailbox}}")], unit="s"),
         timeseries("OAuth2 token expiry", "Seconds until the current access token of each account expires "
                    "(refreshed before use with a safety margin), and failed refreshes (right axis).", [
                        (f"min by (account) (mailpipe_producer_oauth_token_expiry_timestamp_seconds{{{P}}}) "

@@ -54,6 +54,9 @@ class ProducerMetrics:
                                      acc, registry=reg)
         self._last_sync = Gauge("mailpipe_producer_last_sync_timestamp_seconds",
                                 "Unix time of the last successful sync of a mailbox.", box, registry=reg)
+        self._watched = Gauge("mailpipe_producer_mailbox_watch_start_timestamp_seconds",
+                              "Unix time the producer started watching a mailbox (alerts on mailboxes that "
+                              "never synced).", box, registry=reg)
         self._defects = Counter("mailpipe_producer_parse_defects_total",
                                 "MIME defects found while parsing fetched mail (the mail is still "
                                 "published).",
@@ -120,6 +123,15 @@ class ProducerMetrics:
     def backpressure_pause(self, account: str) -> None:
         self._touch(account)
         self._backpressure.labels(self.stream, account).inc()
+
+    def watch(self, account: str, mailbox: str) -> None:
+        """Declare a mailbox this producer is responsible for, before its first login or sync.
+
+        Creates the account's and mailbox's series at 0 (so the very first failure is visible to
+        ``increase()``) and records when watching began, so a mailbox that never syncs still alerts.
+        """
+        self._touch(account, mailbox)
+        self._watched.labels(self.stream, account, mailbox).set(time.time())
 
     def sync_success(self, account: str, mailbox: str) -> None:
         self._touch(account, mailbox)

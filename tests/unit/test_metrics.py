@@ -175,6 +175,7 @@ def test_producer_series_names_types_and_labels(producer: ProducerMetrics) -> No
     producer.sync_success("a@example.com", "INBOX")
     producer.token_expiry("a@example.com", 3600)
     producer.publish_seconds(0.002)
+    producer.watch("a@example.com", "INBOX")
     found = families(producer.registry)
     acc, box = {"stream", "account"}, {"stream", "account", "mailbox"}
     assert found == {
@@ -189,6 +190,7 @@ def test_producer_series_names_types_and_labels(producer: ProducerMetrics) -> No
         "mailpipe_producer_oauth_refresh_failures": {"type": "counter", "labels": acc},
         "mailpipe_producer_backpressure_pauses": {"type": "counter", "labels": acc},
         "mailpipe_producer_last_sync_timestamp_seconds": {"type": "gauge", "labels": box},
+        "mailpipe_producer_mailbox_watch_start_timestamp_seconds": {"type": "gauge", "labels": box},
         "mailpipe_producer_parse_defects": {"type": "counter", "labels": {"stream"}},
     }
 
@@ -244,3 +246,14 @@ def test_producer_account_counters_exist_at_zero_from_first_sight(producer: Prod
     assert value(producer.registry, "mailpipe_producer_emails_published_total", **box) == 0
     assert value(producer.registry, "mailpipe_producer_uidvalidity_changes_total", **box) == 0
     assert value(producer.registry, "mailpipe_producer_polls_total", **box, kind="idle_wakeup") == 0
+
+
+def test_watch_declares_a_mailbox_before_anything_happens(producer: ProducerMetrics) -> None:
+    before = time.time()
+    producer.watch("c@example.com", "Archive")
+    box = {"stream": "mail", "account": "c@example.com", "mailbox": "Archive"}
+    started = value(producer.registry, "mailpipe_producer_mailbox_watch_start_timestamp_seconds", **box)
+    assert started is not None and before <= started <= time.time()
+    assert value(producer.registry, "mailpipe_producer_oauth_refresh_failures_total", stream="mail",
+                 account="c@example.com") == 0
+    assert value(producer.registry, "mailpipe_producer_last_sync_timestamp_seconds", **box) is None
