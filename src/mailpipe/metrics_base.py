@@ -39,7 +39,7 @@ def new_registry(*, process_metrics: bool = True) -> CollectorRegistry:
     stores each as one more series per counter/histogram child, doubling the cardinality for a value
     nobody queries (``process_start_time_seconds`` already tells when counters started).
     """
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
     if process_metrics:
         ProcessCollector(registry=registry)
