@@ -135,10 +135,12 @@ def _headers(msg: EmailMessage, defects: _Defects) -> list[tuple[str, str]]:
     for key, value in msg.raw_items():
         if _clean(str(value)) != str(value):
             defects.add(f"header {key.lower()}: raw 8-bit bytes (not RFC 2047 encoded)")
-        try:
-            text = str(email_policy.default.header_factory(key, value))  # decodes RFC 2047 words
-        except Exception:
-            text = str(value)
+        text = str(value)
+        if "=?" in text:  # RFC 2047 encoded words; the header registry is slow, so only when needed
+            try:
+                text = str(email_policy.default.header_factory(key, value))
+            except Exception:
+                defects.add(f"header {key.lower()}: encoded words cannot be decoded")
         result.append((_clean(key), _clean(" ".join(text.split()))))
     return result
 
@@ -198,11 +200,12 @@ class _Bodies:
         if self.parts > MAX_PARTS or depth > 50:
             self.defects.add(f"more than {MAX_PARTS} MIME parts or nesting deeper than 50: rest skipped")
             return
-        if part is not None and depth > 0:
-            self.defects.add_from(f"part {part.get_content_type()}", part)
+        ctype = part.get_content_type()
+        if depth > 0:
+            self.defects.add_from(f"part {ctype}", part)
         if part.is_multipart():
             payload = part.get_payload()
-            if part.get_content_type() != "message/rfc822" and isinstance(payload, list):
+            if ctype != "message/rfc822" and isinstance(payload, list):
                 for child in payload:
                     if isinstance(child, Message):
                         yield from self._leaves(child, depth + 1)
@@ -215,12 +218,12 @@ class _Bodies:
         filename = self._filename(part)
         is_attachment = disposition == "attachment" or (filename is not None and disposition != "inline")
         if not is_attachment and ctype == "text/plain" and self.text is None:
-            self.text = self._text(part)
+            self.text = self._text(part, ctype)
             return
         if not is_attachment and ctype == "text/html" and self.html is None:
-            self.html = self._text(part)
+            self.html = self._text(part, ctype)
             return
-        data = self._payload(part)
+        data = self._payload(part, ctype)
         content_id = part.get("content-id")
         self.attachments.append(Attachment(
             filename=filename, content_type=ctype, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
@@ -236,8 +239,8 @@ class _Bodies:
             return None
         return _clean(name) if name else None
 
-    def _payload(self, part: Message) -> bytes:
-        if part.get_content_type() == "message/rfc822" or part.is_multipart():
+    def _payload(self, part: Message, ctype: str) -> bytes:
+        if ctype == "message/rfc822" or part.is_multipart():
             inner = part.get_payload()
             try:
                 if isinstance(inner, list) and inner and isinstance(inner[0], Message):
@@ -248,19 +251,19 @@ class _Bodies:
         try:
             data = part.get_payload(decode=True)
         except Exception:
-            self.defects.add(f"part {part.get_content_type()}: payload cannot be decoded")
+            self.defects.add(f"part {ctype}: payload cannot be decoded")
             data = None
         if isinstance(data, bytes):
             return data
         raw = part.get_payload()
         return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
-    def _text(self, part: Message) -> str:
-        data = self._payload(part)
+    def _text(self, part: Message, ctype: str) -> str:
+        data = self._payload(part, ctype)
         declared = part.get_content_charset() or "us-ascii"
         text, problem = decode_text(data, declared)
         if problem:
-            self.defects.add(f"part {part.get_content_type()}: {problem}")
+            self.defects.add(f"part {ctype}: {problem}")
         return text
 
 
