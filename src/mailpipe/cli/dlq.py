@@ -163,6 +163,7 @@ def run_list(args: argparse.Namespace) -> int:
         raise usage_error("--limit must be >= 0")
     admin = open_admin(args)
     try:
+        admin.require_stream()
         total = DeadLetters(admin.client, admin.keys).count()
         shown: list[DeadLetter] = []
         more = False
@@ -198,6 +199,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     admin = open_admin(args)
     try:
+        admin.require_stream()
         dl = DeadLetters(admin.client, admin.keys).get(args.id)
     finally:
         admin.close()
@@ -253,6 +255,7 @@ def _select(admin: Admin, args: argparse.Namespace) -> list[str]:
 def run_replay(args: argparse.Namespace) -> int:
     admin = open_admin(args)
     try:
+        admin.require_stream()
         ids = _select(admin, args)
         if not ids:
             print("no dead letters match: nothing to replay")
@@ -281,6 +284,7 @@ def run_replay(args: argparse.Namespace) -> int:
 def run_purge(args: argparse.Namespace) -> int:
     admin = open_admin(args)
     try:
+        admin.require_stream()
         ids = _select(admin, args)
         if not ids:
             print("no dead letters match: nothing to purge")

@@ -232,6 +232,12 @@ def id_ms(stream_id: str) -> int:
     return int(stream_id.split("-", 1)[0])
 
 
+def id_order(stream_id: str) -> tuple[int, int]:
+    """Sort key of a stream id; a bare millisecond counts as its first id."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def fmt_duration_ms(ms: float | None) -> str:
     """Short human duration: 850ms, 42s, 3m05s, 2h03m, 5d02h."""
     if ms is None:
