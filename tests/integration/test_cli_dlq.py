@@ -80,7 +80,7 @@ def test_replay_by_id_after_fixing_the_cause_gets_the_email_processed(
     [moved] = res.json()
     assert moved["dead_letter_id"] == seed.dead_ids[1]
     assert r.xlen(keys.dead_letters) == 2
-    [(new_id, fields)] = r.xrange(keys.stream, moved["stream_id"], moved["stream_id"])
+    [(_, fields)] = r.xrange(keys.stream, moved["stream_id"], moved["stream_id"])
     assert fields["idem"] == "perm-1" and fields["attempt"] == "1" and fields["grp"] == "workers"
     assert not any(name.startswith("dl_") for name in fields)
 
