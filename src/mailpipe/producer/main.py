@@ -17,11 +17,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from mailpipe import defaults
 from mailpipe.connection import connect_sync, resolve_url
 from mailpipe.errors import ConfigError, MailpipeError, RedisUnavailable
 from mailpipe.health import HealthServer
-from mailpipe.logs import setup_logging
+from mailpipe.logs import redact, setup_logging
 from mailpipe.metrics import ProducerMetrics, new_registry
 from mailpipe.producer.auth import oauth2_module
 from mailpipe.producer.backpressure import Backpressure
@@ -99,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_FAILURE)
     except ValueError as exc:  # incomplete account settings (imap_accounts) or the like
         return _fail(exc, EXIT_USAGE)
+    except redis.RedisError as exc:  # Redis lost in the middle of an import, or refusing a command
+        return _fail(RedisUnavailable(f"Redis failed: {type(exc).__name__}: {redact(str(exc))[:200]}"), EXIT_REDIS)
     except KeyboardInterrupt:
         return 130
 

@@ -40,7 +40,8 @@ from mailpipe.producer.publish import Publisher
 from mailpipe.producer.settings import ImapAccount, ProducerSettings
 
 log = logging.getLogger(__name__)
-RETRYABLE = (ImapUnavailable, ImapProtocolError)
+# Redis restarting or failing over is waited out like a dropped IMAP connection.
+RETRYABLE = (ImapUnavailable, ImapProtocolError, redis.ConnectionError, redis.TimeoutError)
 AuthFactory = Callable[[ProducerSettings, ImapAccount, Any], Authenticator]
 
 
@@ -243,6 +244,6 @@ class MailboxWorker(threading.Thread):
             return
         self.failures += 1
         self.state, self.last_error = "reconnecting", str(exc)
-        if exc is not None:
+        if isinstance(exc, ImapUnavailable | ImapProtocolError):
             self.producer.metrics.fetch_error(error_kind(exc))
         log.warning("%s: %s; reconnecting (attempt %d)", self.name, exc, self.failures)

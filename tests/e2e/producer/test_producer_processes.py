@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,19 @@ def producer(dovecot: DovecotServer, user: str, redis_url: str, keys: Keys, *arg
     cmd = [sys.executable, str(ROOT / "producer.py"), "--redis-url", redis_url, "--namespace", keys.namespace,
            "--stream", keys.stream_name, *args]
     return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
 
 
 def wait_exit(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
@@ -78,10 +92,18 @@ def test_sigkill_during_a_large_batch_then_restart_publishes_each_mail_once(
 
 def test_long_running_producer_idles_and_stops_cleanly_on_sigterm(
         dovecot: DovecotServer, imap_user: str, redis_url: str, r: redis.Redis, keys: Keys) -> None:
-    proc = producer(dovecot, imap_user, redis_url, keys)
-    wait_until(lambda: r.get(keys.lease(imap_user, "INBOX")) is not None, 30, what="lease taken")
+    from mailpipe.embedded import free_port
+
+    port = free_port()
+    proc = producer(dovecot, imap_user, redis_url, keys, "--metrics-port", str(port))
+    wait_until(lambda: http_get(port, "/ready")[0] == 200, 30, what="producer ready")
     dovecot.append(imap_user, make_mail(1))  # start=new: the checkpoint was placed before this arrived
     wait_until(lambda: r.xlen(keys.stream) == 1, 30, what="mail pushed through IDLE")
+    wait_until(lambda: '"state": "idle"' in http_get(port, "/status")[1], 30, what="idle again in /status")
+    status = json.loads(http_get(port, "/status")[1])["mailboxes"][f"{imap_user}/INBOX"]
+    assert status["published"] == 1 and status["last_error"] == ""
+    assert (f'mailpipe_producer_emails_published_total{{account="{imap_user}",mailbox="INBOX",'
+            f'stream="{keys.stream_name}"}} 1.0') in http_get(port, "/metrics")[1]
     proc.send_signal(signal.SIGTERM)
     code, err = wait_exit(proc, 30)
     assert code == 0, err

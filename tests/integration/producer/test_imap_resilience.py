@@ -150,3 +150,27 @@ def test_standby_takes_over_when_the_holder_stops(
             wait_until(lambda: second.workers[0].state == "idle", 20, what="second takes over")
             dovecot.append(imap_user, make_mail(5))
             wait_until(lambda: uids_on_stream(r, keys) == [1], 20, what="mail through the new holder")
+
+
+def test_redis_restart_is_waited_out_without_loss_or_duplicates(
+        dovecot: DovecotServer, imap_user: str, make_settings: Callable[..., ProducerSettings],
+        keys: Keys, metrics: ProducerMetrics, tmp_path: object) -> None:
+    from mailpipe.embedded import RedisServerProcess
+
+    server = RedisServerProcess(data_dir=str(tmp_path), appendonly=True, appendfsync="always")
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=5)
+        settings = make_settings(redis_url=server.url)
+        dovecot.append(imap_user, make_mail(1))
+        with running(Producer(settings, client, metrics)) as producer:
+            wait_until(lambda: ready(producer), 20, what="idling")
+            server.stop()
+            dovecot.append(imap_user, make_mail(2))  # arrives while Redis is down
+            wait_until(lambda: producer.workers[0].state == "reconnecting", 20, what="Redis failure noticed")
+            server.start()
+            dovecot.append(imap_user, make_mail(3))
+            wait_until(lambda: len(uids_on_stream(client, keys)) == 3, 30, what="all mail after the restart")
+        assert uids_on_stream(client, keys) == [1, 2, 3]
+    finally:
+        server.stop()
