@@ -53,7 +53,7 @@ class Config:
             return cls(
                 quick=True, runs=1, entries=3_000, slow_entries=600, sleep_entries_c1=100,
                 latency_seconds=1.0, latency_rates=(1_000,), saturation_rates=(), ingest_messages=200,
-                memory_entries=5_000, timeout_s=60.0,
+                memory_entries=3_000, timeout_s=60.0,
             )
         if long:
             return cls(long=True, memory_entries=1_000_000)

@@ -118,6 +118,7 @@ class Runner:
         self.r.copy(template, spec.stream)
         self.r.xgroup_create(spec.stream, spec.group, id="0")
         last_id = self._last_id(spec.stream)
+        calls_before = command_calls(self.r)
         started = time.monotonic()
         procs = scenario.start(spec)
         pids = [p.pid for p in procs]
@@ -135,6 +136,7 @@ class Runner:
             redis_cpu = cpu_seconds([redis_pid]) - marks["redis"]
         finally:
             stop_processes(procs, wait_s=5.0)
+            calls = command_calls(self.r, since=calls_before)
             self.drop(spec)
         return {
             "entries": scenario.entries,
@@ -145,6 +147,8 @@ class Runner:
             "redis_cpu_cores": round(redis_cpu / timing.seconds, 3),
             "consumer_cpu_us_per_entry": round(worker_cpu / scenario.entries * 1e6, 2),
             "redis_cpu_us_per_entry": round(redis_cpu / scenario.entries * 1e6, 2),
+            "redis_calls_per_entry": round(sum(calls.values()) / scenario.entries, 3),
+            "redis_calls_by_command": calls,
             "exit_codes": [p.returncode for p in procs],
             "load_average": round(os.getloadavg()[0], 2),
         }
@@ -170,6 +174,20 @@ class Runner:
         return [summarize(s, runs[s.key], errors.get(s.key)) for s in scenarios]
 
 
+# The bench's own commands while it watches a run; not the consumer's.
+OBSERVER_COMMANDS = {"xinfo|groups", "xinfo|stream", "info", "xrevrange", "scan", "unlink", "copy", "xgroup|create"}
+
+
+def command_calls(r: redis.Redis, since: dict[str, int] | None = None) -> dict[str, int]:
+    """Calls per command (INFO commandstats), minus ``since``; the bench's own commands left out."""
+    calls = {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in r.info("commandstats").items()}
+    if since is None:
+        return calls
+    delta = {name: count - since.get(name, 0) for name, count in calls.items()
+             if name not in OBSERVER_COMMANDS}
+    return {name: count for name, count in sorted(delta.items()) if count > 0}
+
+
 def summarize(scenario: Scenario, runs: list[dict[str, Any]], error: str | None) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "key": scenario.key, "label": scenario.label, "family": scenario.family,
@@ -185,6 +203,7 @@ def summarize(scenario: Scenario, runs: list[dict[str, Any]], error: str | None)
             "redis_cpu_cores": mid["redis_cpu_cores"],
             "consumer_cpu_us_per_entry": mid["consumer_cpu_us_per_entry"],
             "redis_cpu_us_per_entry": mid["redis_cpu_us_per_entry"],
+            "redis_calls_per_entry": mid["redis_calls_per_entry"],
             "runs": runs,
         })
     if error:
@@ -261,9 +280,13 @@ MAILPIPE_HANDLERS = {
 
 def mailpipe_scenarios(cfg: Config) -> list[Scenario]:
     scenarios = []
+    # A smoke run keeps one of each kind: sync and async handlers, 1 and N processes, concurrency 1 and 64.
+    quick_set = {(1, "noop", 64), (1, "sleep_async", 64), (cfg.processes, "noop_async", 1)}
     for processes in (1, cfg.processes):
         for handler in MAILPIPE_HANDLERS:
             for concurrency in (1, 64):
+                if cfg.quick and (processes, handler, concurrency) not in quick_set:
+                    continue
                 sleeping = handler.startswith("sleep")
                 if sleeping and concurrency == 1:
                     entries = cfg.sleep_entries_c1 * processes
@@ -277,7 +300,7 @@ def mailpipe_scenarios(cfg: Config) -> list[Scenario]:
                     mailpipe_worker_starter(processes, MAILPIPE_HANDLERS[handler], concurrency),
                     params={"processes": processes, "handler": handler, "concurrency": concurrency},
                 ))
-    for payload in ("email", "typical"):
+    for payload in () if cfg.quick else ("email", "typical"):
         scenarios.append(Scenario(
             f"mailpipe_1p_noop_c64_{payload}", f"mailpipe 1 proc, noop, concurrency 64, {payload} entries",
             "mailpipe", cfg.entries // (2 if payload == "email" else 10),
