@@ -85,6 +85,7 @@ class Producer:
     def run(self) -> None:
         """Run every mailbox until stopped (or one pass each with ``once``); re-raises a fatal error."""
         for worker in self.workers:
+            self.metrics.watch(worker.account.username, worker.mailbox)  # alerts work before a first sync
             worker.start()
         for worker in self.workers:
             while worker.is_alive():
