@@ -44,7 +44,7 @@ class Housekeeping:
 
     async def run(self) -> None:
         interval = self.w.settings.housekeeping_interval_s
-        while True:
+        while not self.w._closed:
             await asyncio.sleep(min(interval, self.heartbeat_every_s))
             try:
                 await self.tick()
@@ -55,6 +55,8 @@ class Housekeeping:
     async def tick(self) -> None:
         if self._due("heartbeat", self.heartbeat_every_s):
             await self.heartbeat()
+        if self.w._stopping:
+            return  # stopping: keep the running handlers' entries alive, take on nothing new
         if self.w.breaker.state != CLOSED:
             return  # a failing downstream: spend no retry attempts, take on no orphans
         await self.move_due_retries()

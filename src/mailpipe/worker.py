@@ -120,6 +120,7 @@ class Worker:
         self._settled = asyncio.Event()
         self._capacity = asyncio.Event()
         self._stopping = False
+        self._closed = False  # set when shutdown is over: background loops end
         self._log_extra = {"consumer": consumer, "group": self.group, "stream": settings.stream}
 
     # --- public ----------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ class Worker:
         block = self.settings.block_ms
         if self.settings.exit_when_idle:
             block = min(block, 50)
-        reply = await self.client.xreadgroup(
+        reply: Any = await self.client.xreadgroup(
             self.group, self.consumer, {self.keys.stream: ">"}, count=count, block=block)
         if not reply:
             return []
@@ -321,8 +322,9 @@ class Worker:
             self._settle_wake.set()
 
     async def _settle_loop(self) -> None:
-        while True:
-            await self._settle_wake.wait()
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settle_wake.wait(), timeout=1.0)
             self._settle_wake.clear()
             await self._settle_pending()
 
@@ -386,7 +388,8 @@ class Worker:
         """Deliver again what was pending on this consumer name before a crash or restart."""
         cursor = "-"
         while not self._stopping:
-            found = await self._call_with_retry(lambda: self.recovery.own(self.settings.batch_size, cursor))
+            found = await self._call_with_retry(
+                lambda start=cursor: self.recovery.own(self.settings.batch_size, start))
             self.note_recovered(found.poison, found.gone)
             if not found.entries:
                 return
@@ -433,8 +436,7 @@ class Worker:
         return True
 
     async def _shutdown(self, settle_task: asyncio.Task[None], house_task: asyncio.Task[None]) -> None:
-        self._stopping = True
-        house_task.cancel()
+        self._stopping = True  # housekeeping now only heart-beats the handlers still running
         tasks = [f.task for f in self._inflight.values()]
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout_s)
@@ -454,10 +456,17 @@ class Worker:
         if self._to_settle:
             log.error("%d outcomes could not be settled before exit; those entries stay pending",
                       len(self._to_settle), extra=self._log_extra)
+        # Background tasks also watch _stopping: a cancellation swallowed inside a Redis call (seen with
+        # redis-py's asyncio client) must not keep the process alive, so waiting for them is bounded.
+        self._closed = True
         settle_task.cancel()
+        house_task.cancel()
+        _, stuck = await asyncio.wait([settle_task, house_task], timeout=5)
+        if stuck:
+            log.warning("background tasks did not stop in time; exiting anyway", extra=self._log_extra)
         for task in (settle_task, house_task):
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # exiting; errors already logged
-                await task
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("background task failed: %r", task.exception(), extra=self._log_extra)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped: %s", self.summary.line(), extra=self._log_extra)

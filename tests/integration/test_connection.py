@@ -45,7 +45,7 @@ def acl_server(tmp_path: Path) -> RedisServerProcess:
         "--user", "mailpipe", "on", ">s3cret-pw", "~*", "&*", "+@all"])
     try:
         server.start()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"could not start an ACL Redis: {exc}")
     yield server  # type: ignore[misc]
     server.stop()

@@ -223,7 +223,7 @@ def test_recover_own_and_orphans_with_poison_and_deleted_payloads(r: redis.Redis
     for _ in range(3):  # ids[4] has been delivered 4 times in all
         r.xclaim(keys.stream, G, "dead-worker", 0, [ids[4]])
     now = str(int(time.time() * 1000))
-    cursor, entries, poison, gone = s.recover(keys=[keys.stream, keys.dead_letters],
+    _, entries, poison, gone = s.recover(keys=[keys.stream, keys.dead_letters],
                                               args=[G, "live", "auto", 0, 100, 3, "0-0", now])
     assert [e[0] for e in entries] == ids[:4]
     assert poison == [ids[4]]

@@ -367,3 +367,42 @@ def test_own_pending_entries_are_recovered_after_restart(
     summary = asyncio.run(run_worker(settings_for(keys, redis_url), lambda m, c: seen.append(c.idempotency_key)))
     assert sorted(seen) == [f"k{i}" for i in range(5)] and summary.processed == 5
     assert pending_count(r, keys) == 0
+
+
+def test_trimming_keeps_what_a_lagging_group_has_not_read(r: redis.Redis, keys: Keys, redis_url: str) -> None:
+    r.xgroup_create(keys.stream, "lagging", id="0", mkstream=True)
+    publish(r, keys, 500)
+    s = settings_for(keys, redis_url, stream_max_len=10)
+
+    async def work_then_trim() -> int:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        worker = Worker(client, s, lambda m, c: None, consumer="c1")
+        await worker.run()
+        removed = await worker.housekeeping.trim()
+        await client.aclose()
+        return removed
+
+    assert asyncio.run(work_then_trim()) == 0  # "lagging" has read nothing: every entry stays
+    assert r.xlen(keys.stream) == 500
+    r.xreadgroup("lagging", "l1", {keys.stream: ">"}, count=200)
+    r.xack(keys.stream, "lagging", *[sid for sid, _ in r.xrange(keys.stream, count=150)])
+    assert asyncio.run(work_then_trim()) == 150  # up to the lagging group's oldest pending entry
+    rest = r.xreadgroup("lagging", "l1", {keys.stream: ">"}, count=1000)
+    assert len(rest[0][1]) == 300
+
+
+def test_dead_letter_retention_is_off_by_default_and_explicit(r: redis.Redis, keys: Keys, redis_url: str) -> None:
+    old_ms = int(time.time() * 1000) - 3_600_000
+    r.xadd(keys.dead_letters, {"dl_reason": "permanent"}, id=f"{old_ms}-0")
+    r.xadd(keys.dead_letters, {"dl_reason": "permanent"})
+
+    async def trim(**kw: Any) -> None:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        worker = Worker(client, settings_for(keys, redis_url, **kw), lambda m, c: None, consumer="c1")
+        await worker.housekeeping.trim()
+        await client.aclose()
+
+    asyncio.run(trim())
+    assert r.xlen(keys.dead_letters) == 2
+    asyncio.run(trim(dead_letter_retention_s=600))
+    assert r.xlen(keys.dead_letters) == 1
