@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import traceback
@@ -388,8 +389,8 @@ class Worker:
         """Deliver again what was pending on this consumer name before a crash or restart."""
         cursor = "-"
         while not self._stopping:
-            found = await self._call_with_retry(
-                lambda start=cursor: self.recovery.own(self.settings.batch_size, start))
+            found = await self._call_with_retry(functools.partial(self.recovery.own, self.settings.batch_size,
+                                                                  cursor))
             self.note_recovered(found.poison, found.gone)
             if not found.entries:
                 return
