@@ -133,7 +133,7 @@ class Email:
             attachments=[Attachment(**a) for a in doc.get("attachments") or []],
             size=int(doc.get("size") or 0),
             raw_sha256=doc.get("raw_sha256"),
-            raw=base64.b64decode(raw) if raw else None,
+            raw=base64.b64decode(raw) if raw is not None else None,
             raw_ref=doc.get("raw_ref"),
             defects=list(doc.get("defects") or []),
         )

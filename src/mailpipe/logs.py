@@ -29,10 +29,14 @@ class RedactingFilter(logging.Filter):
     """Last line of defence: scrub URLs with passwords and token-looking values from every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if record.args:
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        # Format first, then redact the result: arguments may be dicts or objects (e.g. a token response
+        # logged by an OAuth library) whose text only exists once formatted.
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
         for key, value in list(record.__dict__.items()):
             if isinstance(value, str) and key not in ("msg", "message", "name", "levelname", "pathname"):
                 record.__dict__[key] = redact(value)

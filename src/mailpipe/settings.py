@@ -120,7 +120,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         name = loc[0] if loc else ""
         var = f"MAILPIPE_{name.upper()}" if name else "settings"
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        if name and "secret" not in name and name != "redis_url":
+        sensitive = any(word in str(part).lower() for part in loc for word in ("password", "secret", "token", "url"))
+        if name and not sensitive:
             value = err.get("input")
             shown = f"={value!r}" if isinstance(value, str | int | float | bool) else ""
             lines.append(f"invalid setting {var}{shown}: {msg}")

@@ -87,3 +87,8 @@ def test_build_rejects_bad_arguments() -> None:
         build_entry(make_email(), idempotency_key="k", source=Source("fax"))
     with pytest.raises(ValueError, match="attempt"):
         build_entry(make_email(), idempotency_key="k", source=Source("api"), attempt=0)
+
+
+def test_empty_raw_message_survives_the_round_trip() -> None:
+    fields = build_entry(make_email(raw=b""), idempotency_key="k", source=Source("api"))
+    assert parse_entry("1-0", fields).email.raw == b""

@@ -26,3 +26,13 @@ def test_json_log_lines_carry_extra_fields_and_no_secrets() -> None:
     line = json.loads(out.getvalue().strip())
     assert line["stream_id"] == "1-0" and line["level"] == "INFO"
     assert "pw123" not in out.getvalue()
+
+
+def test_dict_arguments_are_redacted_after_formatting() -> None:
+    out = io.StringIO()
+    setup_logging("DEBUG", "text", stream=out)
+    try:
+        logging.getLogger("oauthlib").debug("token response: %s", {"access_token": "ya29.secret", "expires_in": 3599})
+    finally:
+        setup_logging("WARNING", "text")
+    assert "ya29.secret" not in out.getvalue() and "expires_in" in out.getvalue()
