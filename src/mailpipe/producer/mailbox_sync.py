@@ -206,6 +206,12 @@ class MailboxSync:
         elapsed = (time.perf_counter() - started) / len(items)
         for _ in items:
             self.metrics.publish_seconds(elapsed)
+        for item, outcome in zip(items, result.outcomes, strict=True):
+            if outcome.status == PUBLISHED and item.fields is not None:
+                # the correlation id in this line is the one the worker's handler lines carry
+                log.info("published", extra={"correlation_id": item.fields["cid"], "idempotency_key": item.key,
+                                             "stream_id": outcome.stream_id, "account": self.account,
+                                             "mailbox": self.mailbox, "uid": item.uid})
         published = result.count(PUBLISHED)
         stats.published += published
         stats.duplicates += result.count(DUPLICATE)
