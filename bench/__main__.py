@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="with profile")
     parser.add_argument("--entries", type=int, default=100_000, help="with profile")
     args = parser.parse_args(argv)
+    # SIGTERM (or SIGINT in a background job, where it is ignored) must still stop the Redis, Dovecot and
+    # consumer processes the bench started: turn it into an exception that unwinds through their cleanup.
+    signal.signal(signal.SIGTERM, _interrupted)
 
     if args.part[0] == "report":
         if len(args.part) != 2:
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = Config.make(quick=args.quick, long=args.long)
     if args.runs:
-        cfg.runs = args.runs
+        cfg.runs = cfg.ingest_runs = args.runs
     unknown = set(args.part) - {*PARTS, "all"}
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}")
@@ -108,19 +113,28 @@ def run(parts: tuple[str, ...], cfg: Config, *, peers: bool = True) -> dict[str,
             results["latency"] = latency.run(runner, cfg, systems)
         if "ingest" in parts:
             _section("ingest")
-            try:
-                results["ingest"] = ingest.run(cfg, server, work)
-            except Exception as exc:  # Dovecot or mbsync missing: say so, keep the rest
-                results["errors"]["ingest"] = f"{type(exc).__name__}: {exc}"[:500]
-                print(f"  ingest did not run: {results['errors']['ingest']}", file=sys.stderr)
+            _guarded(results, "ingest", lambda: ingest.run(cfg, server, work))  # Dovecot/mbsync may be missing
         if "memory" in parts:
             _section("memory")
-            results["memory"] = memory.run(runner, cfg)
+            _guarded(results, "memory", lambda: memory.run(runner, cfg))
     results["versions"] = package_versions(venv.versions())
     results["machine"]["load_average_end"] = list(os.getloadavg())
     results["seconds"] = round(time.time() - started, 1)
     results["work_dir"] = str(work)
     return results
+
+
+def _guarded(results: dict[str, Any], part: str, run_part: Callable[[], dict[str, Any]]) -> None:
+    """Run one part; a failure is recorded and printed, and the other parts' figures are kept."""
+    try:
+        results[part] = run_part()
+    except Exception as exc:
+        results["errors"][part] = f"{type(exc).__name__}: {exc}"[:500]
+        print(f"  {part} did not run: {results['errors'][part]}", file=sys.stderr, flush=True)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _section(name: str) -> None:

@@ -36,14 +36,20 @@ class Config:
     quick: bool = False
     long: bool = False
     runs: int = 3
-    entries: int = 100_000  # entries per throughput run of a fast consumer
-    slow_entries: int = 10_000  # entries per run of a consumer doing ~thousands a second
-    sleep_entries_c1: int = 1_500  # entries per run of a 1 ms handler at concurrency 1
-    latency_seconds: float = 4.0  # duration of one offered-load step
+    # Entries per run, sized so one run takes seconds at the rates seen here (the whole `all` must stay
+    # under 10 minutes on 2 cores); timing starts at the first delivery, so start-up is never counted.
+    entries: int = 100_000  # raw loops (~50-140k/s)
+    worker_entries: int = 30_000  # mailpipe with a no-op handler at concurrency 64
+    slow_entries: int = 5_000  # consumers doing a few thousand a second (naive loop, peers)
+    c1_entries: int = 3_000  # mailpipe at concurrency 1
+    sleep_entries_c1: int = 1_000  # a 1 ms handler at concurrency 1 (< 1,000/s by construction)
+    latency_seconds: float = 3.0  # duration of one offered-load step
     latency_rates: tuple[int, ...] = (1_000, 5_000, 10_000)
+    peer_latency_rates: tuple[int, ...] = (1_000,)  # the peers saturate at a few thousand a second
     saturation_rates: tuple[int, ...] = (20_000, 40_000, 60_000)
     ingest_messages: int = 10_000
-    memory_entries: int = 300_000
+    ingest_runs: int = 1  # a first sync of 10,000 messages takes about a minute for the slower tool
+    memory_entries: int = 200_000
     processes: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     timeout_s: float = 300.0
 
@@ -51,12 +57,12 @@ class Config:
     def make(cls, *, quick: bool, long: bool) -> Config:
         if quick:
             return cls(
-                quick=True, runs=1, entries=3_000, slow_entries=600, sleep_entries_c1=100,
-                latency_seconds=1.0, latency_rates=(1_000,), saturation_rates=(), ingest_messages=200,
-                memory_entries=3_000, timeout_s=60.0,
+                quick=True, runs=1, entries=3_000, worker_entries=3_000, slow_entries=600, c1_entries=300,
+                sleep_entries_c1=100, latency_seconds=1.0, latency_rates=(1_000,), saturation_rates=(),
+                ingest_messages=200, memory_entries=3_000, timeout_s=60.0,
             )
         if long:
-            return cls(long=True, memory_entries=1_000_000)
+            return cls(long=True, memory_entries=1_000_000, ingest_runs=3)
         return cls()
 
 

@@ -167,9 +167,9 @@ def run(cfg: Config, server: RedisServerProcess, work: Path) -> dict[str, Any]:
         print(f"  Dovecot holds {count:,} messages, {total / 1e6:.0f} MB", file=sys.stderr, flush=True)
         runs: dict[str, list[dict[str, Any]]] = {"producer": [], "mbsync": []}
         redis_pid = server.proc.pid if server.proc else 0
-        for n in range(cfg.runs):
+        for n in range(cfg.ingest_runs):
             for tool in ("mbsync", "producer"):
-                print(f"  [{n + 1}/{cfg.runs}] {tool} first sync ...", end="", file=sys.stderr, flush=True)
+                print(f"  [{n + 1}/{cfg.ingest_runs}] {tool} first sync ...", end="", file=sys.stderr, flush=True)
                 if tool == "mbsync":
                     result = run_mbsync(dovecot, PASSWORD, work, count)
                 else:

@@ -60,7 +60,7 @@ SYSTEMS: dict[str, Starter] = {"raw": raw_starter, "mailpipe": mailpipe_starter,
 
 def offer(r: redis.Redis, stream: str, rate: int, seconds: float) -> tuple[int, float]:
     """XADD at ``rate`` entries/s for ``seconds``; returns (entries sent, seconds taken)."""
-    entry = minimal_entry()
+    entry: dict[Any, Any] = minimal_entry()
     sent = 0
     start = time.monotonic()
     tick = 0.001
@@ -125,14 +125,16 @@ def _wait_for_consumer(r: redis.Redis, spec: RunSpec, procs: Sequence[subprocess
                        timeout_s: float) -> None:
     """One warm-up entry, handled and acknowledged: the consumer is up (Redis 7.0 lists a consumer only
     once it has read something, so the group cannot tell)."""
-    warm_up = r.xadd(spec.stream, {**minimal_entry(), "idem": "lat:warm-up", "t_ns": str(time.time_ns())})
+    fields: dict[Any, Any] = {**minimal_entry(), "idem": "lat:warm-up", "t_ns": str(time.time_ns())}
+    warm_up = r.xadd(spec.stream, fields)
     observe_group(r, spec.stream, spec.group, str(warm_up), timeout_s, procs)
 
 
 def _backlog(r: redis.Redis, spec: RunSpec) -> int:
     """Entries added but not yet handled: undelivered ones plus delivered-but-unacknowledged ones."""
     info = next(g for g in r.xinfo_groups(spec.stream) if g["name"] == spec.group)
-    undelivered = len(r.xrange(spec.stream, min=f"({info['last-delivered-id']}", count=1_000_000)) \
+    after: Any = r.xrange(spec.stream, min=f"({info['last-delivered-id']}", count=1_000_000)
+    undelivered = len(after) \
         if info["last-delivered-id"] != "0-0" else int(r.xlen(spec.stream))
     return undelivered + int(info["pending"])
 
@@ -141,7 +143,7 @@ def run(runner: Runner, cfg: Config, systems: Sequence[str]) -> dict[str, Any]:
     """Latency at each offered rate (median of ``cfg.runs`` runs) and the saturation point per system."""
     rows: list[dict[str, Any]] = []
     for system in systems:
-        for rate in cfg.latency_rates:
+        for rate in cfg.peer_latency_rates if system == "faststream" else cfg.latency_rates:
             runs = []
             for n in range(cfg.runs):
                 print(f"  [{n + 1}/{cfg.runs}] latency {system} at {rate:,}/s ...", end="", file=sys.stderr,

@@ -33,7 +33,7 @@ def worker_rss(runner: Runner, cfg: Config) -> dict[str, Any]:
     spec = runner.new_spec()
     r = runner.r
     r.xgroup_create(spec.stream, spec.group, id="0", mkstream=True)
-    entry = minimal_entry()
+    entry: dict[Any, Any] = minimal_entry()
     env = {"MAILPIPE_REDIS_URL": spec.url, "MAILPIPE_NAMESPACE": spec.keys.namespace,
            "MAILPIPE_LOG_LEVEL": "INFO", "MAILPIPE_LOG_FORMAT": "json", "MAILPIPE_METRICS_PORT": str(free_port())}
     argv = [sys.executable, str(ROOT / "worker.py"), "--consumer", "c1", "--group", spec.group, "--stream",
@@ -116,7 +116,7 @@ def redis_per_entry(runner: Runner, cfg: Config) -> dict[str, Any]:
         field_bytes = 0
         raw_inline = 0
         for n, size in enumerate(sizes, start=1):
-            fields = entry_for(n, size)
+            fields: dict[Any, Any] = entry_for(n, size)
             field_bytes += sum(len(k) + len(v.encode()) for k, v in fields.items())
             raw_inline += '"raw":null' not in fields["email"]
             r.xadd(key, fields)
@@ -126,10 +126,11 @@ def redis_per_entry(runner: Runner, cfg: Config) -> dict[str, Any]:
                          "raw_inline_share": round(raw_inline / len(sizes), 2)}
         r.delete(key)
     key = Keys("bench", "memmin").stream
+    minimal: dict[Any, Any] = minimal_entry()
     for n in range(1000):
-        r.xadd(key, {**minimal_entry(), "idem": f"api:{n}"})
-    results["minimal (one-line email)"] = {"entries": 1000,
-                                           "bytes_per_entry": round(int(r.memory_usage(key, samples=0)) / 1000)}
+        r.xadd(key, {**minimal, "idem": f"api:{n}"})
+    usage = int(r.memory_usage(key, samples=0) or 0)
+    results["minimal (one-line email)"] = {"entries": 1000, "bytes_per_entry": round(usage / 1000)}
     r.delete(key)
     return results
 

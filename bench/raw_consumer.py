@@ -50,7 +50,7 @@ def main() -> int:
     record = args.latency_file is not None
     processed = 0
     while not stopping:
-        reply = r.xreadgroup(args.group, args.consumer, {args.stream: ">"}, count=args.batch_size,
+        reply: Any = r.xreadgroup(args.group, args.consumer, {args.stream: ">"}, count=args.batch_size,
                              block=args.block_ms)
         if not reply:
             if args.exit_when_idle and processed:

@@ -3,6 +3,7 @@ the verdict against the targets of the issue."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 REFERENCES = ("raw", "raw_idem", "faststream", "taskiq")
@@ -114,8 +115,11 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render(results: dict[str, Any], markdown: bool = False) -> str:
-    table = _md_table if markdown else _text_table
-    heading = (lambda t: f"\n### {t}\n") if markdown else (lambda t: f"\n== {t} ==")
+    table: Callable[[list[str], list[list[str]]], str] = _md_table if markdown else _text_table
+
+    def heading(title: str) -> str:
+        return f"\n### {title}\n" if markdown else f"\n== {title} =="
+
     parts: list[str] = []
     if results.get("throughput"):
         parts += [heading("Throughput (median of runs; CPU in cores used during the run)"),

@@ -78,7 +78,7 @@ class Runner:
         if key not in self.templates:
             name = f"bench:template:{fmt}:{payload}:{count}"
             self.r.delete(name)
-            entry = payload_entry(payload)
+            entry: dict[Any, Any] = payload_entry(payload)
             if fmt == "mailpipe":
                 for start in range(0, count, 1000):
                     pipe = self.r.pipeline(transaction=False)
@@ -99,7 +99,7 @@ class Runner:
 
     def _last_id(self, stream: str) -> str:
         # Through a bytes client: peers store binary payloads that must not be decoded.
-        newest = self.rb.xrevrange(stream, count=1)
+        newest: Any = self.rb.xrevrange(stream, count=1)
         return str(newest[0][0].decode())
 
     def new_spec(self) -> RunSpec:
@@ -175,7 +175,8 @@ class Runner:
 
 
 # The bench's own commands while it watches a run; not the consumer's.
-OBSERVER_COMMANDS = {"xinfo|groups", "xinfo|stream", "info", "xrevrange", "scan", "unlink", "copy", "xgroup|create"}
+OBSERVER_COMMANDS = {"xinfo|groups", "xinfo|stream", "info", "xrevrange", "scan", "unlink", "copy",
+                     "xgroup|create"}
 
 
 def command_calls(r: redis.Redis, since: dict[str, int] | None = None) -> dict[str, int]:
@@ -235,7 +236,7 @@ def raw_scenarios(cfg: Config) -> list[Scenario]:
         Scenario("raw", "raw loop: XREADGROUP 100 + pipelined XACK", "raw", cfg.entries, starter("raw")),
         Scenario("raw_idem", "raw loop + idempotency SADD in the pipeline", "raw", cfg.entries,
                  starter("idem")),
-        Scenario("raw_email", "raw loop, 9 KB email entries", "raw", cfg.entries, starter("raw"),
+        Scenario("raw_email", "raw loop, 9 KB email entries", "raw", cfg.entries // 4, starter("raw"),
                  payload="email"),
     ]
 
@@ -292,8 +293,10 @@ def mailpipe_scenarios(cfg: Config) -> list[Scenario]:
                     entries = cfg.sleep_entries_c1 * processes
                 elif sleeping:
                     entries = cfg.slow_entries * 2
+                elif concurrency == 1:
+                    entries = cfg.c1_entries * processes
                 else:
-                    entries = cfg.entries
+                    entries = cfg.worker_entries
                 scenarios.append(Scenario(
                     f"mailpipe_{processes}p_{handler}_c{concurrency}",
                     f"mailpipe {processes} proc, {handler}, concurrency {concurrency}", "mailpipe", entries,
@@ -303,7 +306,7 @@ def mailpipe_scenarios(cfg: Config) -> list[Scenario]:
     for payload in () if cfg.quick else ("email", "typical"):
         scenarios.append(Scenario(
             f"mailpipe_1p_noop_c64_{payload}", f"mailpipe 1 proc, noop, concurrency 64, {payload} entries",
-            "mailpipe", cfg.entries // (2 if payload == "email" else 10),
+            "mailpipe", cfg.worker_entries // (2 if payload == "email" else 10),
             mailpipe_worker_starter(1, MAILPIPE_HANDLERS["noop"], 64), payload=payload,
             params={"processes": 1, "handler": "noop", "concurrency": 64},
         ))

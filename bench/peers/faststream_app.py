@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (typed against packages that exist only in the bench's own venv, bench/.venv)
 """FastStream's Redis Streams subscriber in a consumer group, run with its own CLI:
 ``faststream run faststream_app:app`` (the bench adds ``--log-level warning`` so per-message log lines do
 not hold it back), or ``python faststream_app.py fill`` to publish entries in FastStream's own format.

@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (typed against packages that exist only in the bench's own venv, bench/.venv)
 """taskiq with taskiq-redis's ``RedisStreamBroker`` (consumer group, XACK after the task ran), run with
 its own CLI: ``taskiq worker taskiq_app:broker --workers 1`` (the bench adds ``--log-level WARNING``), or
 ``python taskiq_app.py fill`` to enqueue entries exactly as ``handle.kiq(entry)`` would.
