@@ -30,6 +30,7 @@ from mailpipe.cli.support import (
     leaf_parser,
     open_admin,
     print_json,
+    print_table,
     refuse_without_yes,
     table,
     usage_error,
@@ -120,7 +121,7 @@ def run_show(args: argparse.Namespace) -> int:
                          cp.get("acted_uid", "-"), floor, f"{fmt_duration_ms(now - synced)} ago" if synced else "-",
                          r.lease_owner or "-",
                          fmt_duration_ms(r.lease_ttl_ms) if r.lease_ttl_ms is not None else "-"))
-    out.print(t)
+    print_table(out, t)
     return EXIT_OK
 
 

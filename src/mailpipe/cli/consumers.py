@@ -25,6 +25,7 @@ from mailpipe.cli.support import (
     leaf_parser,
     open_admin,
     print_json,
+    print_table,
     refuse_without_yes,
     table,
 )
@@ -97,7 +98,7 @@ def run_list(args: argparse.Namespace) -> int:
     t = table("GROUP", "CONSUMER", "PENDING", "IDLE", "STATE", right=("PENDING", "IDLE"))
     for row in rows:
         t.add_row(*cells(row["group"], row["name"], row["pending"], fmt_duration_ms(row["idle_ms"]), _state(row)))
-    out.print(t)
+    print_table(out, t)
     out.print(Text(f"live = talked to Redis within the reclaim idle time "
                    f"({fmt_duration_ms(admin.settings.reclaim_idle_ms)}, MAILPIPE_RECLAIM_IDLE_MS)"))
     return EXIT_OK

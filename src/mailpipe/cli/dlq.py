@@ -30,6 +30,7 @@ from mailpipe.cli.support import (
     open_admin,
     parse_duration,
     print_json,
+    print_table,
     refuse_without_yes,
     stream_id_arg,
     table,
@@ -189,7 +190,7 @@ def run_list(args: argparse.Namespace) -> int:
         t.add_row(*cells(dl.id, fmt_duration_ms(now_ms - dl.failed_ms) + " ago", s["group"], s["reason"],
                          s["error_type"], s["attempts"] or "", clean(s["idempotency_key"], 40),
                          clean(s["subject"], 40), clean(s["error"], 60)))
-    out.print(t)
+    print_table(out, t)
     tail = f"{len(shown)} shown" + (" (more match: raise --limit or narrow the filters)" if more else "")
     out.print(Text(f"{tail}; {total} dead letters in total. Details: mailpipe dlq show ID"))
     return EXIT_OK
@@ -226,7 +227,7 @@ def run_show(args: argparse.Namespace) -> int:
             t.add_row(*cells(f"email.{name}", clean(value if value is not None else "", 160)))
     if email.get("unreadable"):
         t.add_row(*cells("email", "(missing or not valid JSON)"))
-    out.print(t)
+    print_table(out, t)
     traceback = dl.fields.get("dl_traceback", "")
     if traceback:
         out.print(Text("\ntraceback:", style="bold"))

@@ -27,6 +27,7 @@ from mailpipe.cli.support import (
     open_admin,
     parse_duration,
     print_json,
+    print_table,
     table,
     usage_error,
 )
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(*cells(row["id"], fmt_duration_ms(row["enqueued_age_ms"]) + " ago", row["consumer"],
                          fmt_duration_ms(row["idle_ms"]), row["deliveries"], row["attempt"],
                          clean(row["idempotency_key"], 40), subject))
-    out.print(t)
+    print_table(out, t)
     per = ", ".join(f"{c['name']} {c['pending']}" for c in summary.get("consumers") or [])
     out.print(Text(f"{len(rows)} shown of {total} pending in group {group} ({per}). Entries idle longer than the "
                    "reclaim idle time are taken over by live workers."))

@@ -25,6 +25,7 @@ from mailpipe.cli.support import (
     leaf_parser,
     open_admin,
     print_json,
+    print_table,
     table,
 )
 from mailpipe.stream_state import GroupState, PipelineState, StateOptions, StreamStateReader
@@ -177,7 +178,7 @@ def render(admin: Admin, state: PipelineState, mailboxes: list[MailboxState], fo
             fmt_duration_ms(g.max_idle_ms_seen) if g.pending else "-", g.retry_scheduled, g.retry_due,
             next_retry, g.breaker_state or "closed", g.dedup_keys))
     if state.groups:
-        out.print(t)
+        print_table(out, t)
     else:
         out.print(Text("no consumer group yet: no worker has started on this stream"))
     for g in state.groups:
@@ -189,7 +190,7 @@ def render(admin: Admin, state: PipelineState, mailboxes: list[MailboxState], fo
         for c in g.consumer_list:
             ct.add_row(*cells(c.name, c.pending, fmt_duration_ms(c.idle_ms), "live" if c.idle_ms < live_ms else
                               ("gone, entries wait for reclaim" if c.pending else "gone")))
-        out.print(ct)
+        print_table(out, ct)
     if mailboxes:
         out.print()
         mt = table("ACCOUNT", "MAILBOX", "UIDVALIDITY", "LAST UID", "SYNCED", "LEASE OWNER", "LEASE TTL",
@@ -200,7 +201,7 @@ def render(admin: Admin, state: PipelineState, mailboxes: list[MailboxState], fo
             mt.add_row(*cells(mb.account, mb.mailbox, cp.get("uidvalidity", "-"), cp.get("last_uid", "-"),
                               f"{fmt_duration_ms(now - synced)} ago" if synced else "-", mb.lease_owner or "-",
                               fmt_duration_ms(mb.lease_ttl_ms) if mb.lease_ttl_ms is not None else "-"))
-        out.print(mt)
+        print_table(out, mt)
     out.print()
     if not found:
         out.print(Text("all clear: nothing needs attention"))

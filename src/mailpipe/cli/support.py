@@ -82,7 +82,7 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 def describe_response_error(exc: ResponseError) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if text.startswith("NOPERM"):
+    if text.startswith("NOPERM") or "can't run this command" in text or "no permissions" in text:
         return (f"Redis refused the command ({text}): the ACL user of MAILPIPE_REDIS_URL lacks a permission "
                 "this admin command needs (see docs/SECURITY.md for the admin ACL)")
     if text.startswith(("BUSY", "LOADING")):
@@ -290,6 +290,13 @@ def table(*columns: str, title: str | None = None, right: Iterable[str] = ()) ->
     for name in columns:
         t.add_column(name, justify="right" if name in right_set else "left", no_wrap=True)
     return t
+
+
+def print_table(out: Console, t: Table) -> None:
+    """Print a table without the padding rich leaves at the end of each line."""
+    with out.capture() as captured:
+        out.print(t)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def cells(*values: object) -> list[Text]:
