@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 import redis
 
+from mailpipe.cli import main
+from mailpipe.embedded import free_port
 from mailpipe.keys import Keys
 from tests.cli_util import run_cli
 from tests.ops_seed import ACCOUNT, MAILBOX, Seed, seed_pipeline
@@ -179,3 +185,36 @@ def test_consumers_prune_keeps_consumers_with_pending_entries(redis_url: str, ke
     assert [k["name"] for k in done.json()["kept"]] == [seed.dead_consumer]
     assert names() == {seed.dead_consumer}
     assert r.xpending(keys.stream, "workers")["pending"] == 2  # nothing pending was thrown away
+
+
+# --- every command: help, and the console entry point as scripts call it -------------------------
+
+HELP = [["dlq", "list"], ["dlq", "show"], ["dlq", "replay"], ["dlq", "purge"], ["status"], ["pending"],
+        ["consumers", "list"], ["consumers", "prune"], ["checkpoint", "show"], ["checkpoint", "set"],
+        ["checkpoint", "reset"], ["replay"]]
+
+
+@pytest.mark.parametrize("argv", HELP, ids=[" ".join(a) for a in HELP])
+def test_every_command_has_help_with_examples(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--redis-url" in out and f"mailpipe {' '.join(argv)}" in out
+
+
+def test_console_entry_point_exit_codes(redis_url: str, keys: Keys, seed: Seed) -> None:
+    common = ["--namespace", keys.namespace, "--stream", keys.stream_name]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPIPE_")}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mailpipe", *argv], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    ok = run("status", "--json", "--redis-url", redis_url, *common)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["groups"][0]["name"] == "workers"
+    down = run("status", "--redis-url", f"redis://user:secret@127.0.0.1:{free_port()}/0", *common)
+    assert down.returncode == 3 and down.stdout == "" and down.stderr.count("\n") == 1
+    assert "secret" not in down.stderr and "user:***@" in down.stderr
+    assert run("status", "--bogus").returncode == 2
+    assert run("dlq", "purge", "--all", "--redis-url", redis_url, *common).returncode == 2
