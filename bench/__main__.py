@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", action="store_true", help="the 1,000,000-entry memory run")
     parser.add_argument("--runs", type=int, help="runs per figure (default 3; the median is reported)")
     parser.add_argument("--json", dest="json_path", help="where to write the results")
+    parser.add_argument("--baseline-worker", type=Path, metavar="CHECKOUT",
+                        help="also run the headline mailpipe scenarios with the worker.py of another checkout "
+                        "(e.g. `git archive <commit>` unpacked, with a COMMIT file naming it): before/after")
     parser.add_argument("--markdown", action="store_true", help="with report: Markdown tables")
     parser.add_argument("--handler", default="noop", help="with profile: noop, noop_async, sleep_async, "
                         "sleep_sync or module:callable")
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}")
     parts = PARTS if "all" in args.part else tuple(args.part)
-    results = run(parts, cfg, peers=not args.no_peers)
+    results = run(parts, cfg, peers=not args.no_peers, baseline=args.baseline_worker)
     print(report.render(results))
     path = Path(args.json_path) if args.json_path else RESULTS_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(parts: tuple[str, ...], cfg: Config, *, peers: bool = True) -> dict[str, Any]:
+def run(parts: tuple[str, ...], cfg: Config, *, peers: bool = True, baseline: Path | None = None) -> dict[str, Any]:
     from bench import ingest, latency, memory, throughput
     from mailpipe.embedded import RedisServerProcess
 
@@ -102,6 +105,8 @@ def run(parts: tuple[str, ...], cfg: Config, *, peers: bool = True) -> dict[str,
             scenarios += throughput.naive_scenarios(cfg)
         if "mailpipe" in parts:
             scenarios += throughput.mailpipe_scenarios(cfg)
+            if baseline is not None:
+                scenarios += throughput.baseline_scenarios(cfg, baseline.resolve())
         if "peers" in parts and peers_ok:
             scenarios += throughput.peer_scenarios(cfg)
         if scenarios:

@@ -252,8 +252,9 @@ def naive_scenarios(cfg: Config) -> list[Scenario]:
 
 
 def mailpipe_worker_starter(processes: int, handler: str, concurrency: int,
-                            extra_env: dict[str, str] | None = None) -> Starter:
-    """``python worker.py`` processes, as a user runs them: metrics served, JSON logs at INFO."""
+                            extra_env: dict[str, str] | None = None, root: Path = ROOT) -> Starter:
+    """``python worker.py`` processes, as a user runs them: metrics served, JSON logs at INFO. ``root`` is
+    the checkout whose worker runs (another one gives before/after figures in the same run)."""
     def start(spec: RunSpec) -> list[subprocess.Popen[bytes]]:
         procs = []
         for i in range(processes):
@@ -263,7 +264,7 @@ def mailpipe_worker_starter(processes: int, handler: str, concurrency: int,
                 "MAILPIPE_LOG_FORMAT": "json", "MAILPIPE_METRICS_PORT": str(free_port()),
                 **(extra_env or {}),
             }
-            argv = [sys.executable, str(ROOT / "worker.py"), "--consumer", f"c{i + 1}", "--group", spec.group,
+            argv = [sys.executable, str(root / "worker.py"), "--consumer", f"c{i + 1}", "--group", spec.group,
                     "--stream", spec.keys.stream_name, "--handler", handler, "--concurrency",
                     str(concurrency), "--batch-size", "100", "--block-ms", "500", "--exit-when-idle"]
             procs.append(_popen(argv, spec, f"worker{i + 1}", env))
@@ -311,6 +312,24 @@ def mailpipe_scenarios(cfg: Config) -> list[Scenario]:
             params={"processes": 1, "handler": "noop", "concurrency": 64},
         ))
     return scenarios
+
+
+def baseline_scenarios(cfg: Config, root: Path) -> list[Scenario]:
+    """The headline mailpipe scenarios run with the worker of another checkout (e.g. the commit before
+    an optimisation), so before and after are measured side by side on the same machine state."""
+    commit_file = root / "COMMIT"
+    name = commit_file.read_text().strip() if commit_file.exists() else root.name
+    out = []
+    for handler, concurrency, entries in (("noop", 64, cfg.worker_entries), ("noop_async", 64, cfg.worker_entries),
+                                          ("noop", 1, cfg.c1_entries)):
+        out.append(Scenario(
+            f"baseline_1p_{handler}_c{concurrency}", f"mailpipe {name} (baseline) 1 proc, {handler}, "
+            f"concurrency {concurrency}", "baseline", entries,
+            mailpipe_worker_starter(1, MAILPIPE_HANDLERS[handler], concurrency, root=root),
+            params={"processes": 1, "handler": handler, "concurrency": concurrency, "worker_root": str(root),
+                    "baseline": name},
+        ))
+    return out
 
 
 def peer_scenarios(cfg: Config) -> list[Scenario]:
