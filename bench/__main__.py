@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, venv
-from bench.common import RESULTS_DIR, Config, machine_info, package_versions
+from bench.common import RESULTS_DIR, ROOT, Config, machine_info, package_versions
 
 PARTS = ("raw", "naive", "mailpipe", "peers", "latency", "ingest", "memory")
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_path", help="where to write the results")
     parser.add_argument("--baseline-worker", type=Path, metavar="CHECKOUT",
                         help="also run the headline mailpipe scenarios with the worker.py of another checkout "
-                        "(e.g. `git archive <commit>` unpacked, with a COMMIT file naming it): before/after")
+                        "(with profile: profile that worker instead); e.g. `git archive <commit>` unpacked, "
+                        "with a COMMIT file naming the commit: before/after figures in one run")
     parser.add_argument("--markdown", action="store_true", help="with report: Markdown tables")
     parser.add_argument("--handler", default="noop", help="with profile: noop, noop_async, sleep_async, "
                         "sleep_sync or module:callable")
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == ["profile"]:
         from bench import profile
 
-        profile.print_report(profile.run(args.handler, args.concurrency, args.entries))
+        root = args.baseline_worker.resolve() if args.baseline_worker else ROOT
+        profile.print_report(profile.run(args.handler, args.concurrency, args.entries, root=root))
         return 0
 
     cfg = Config.make(quick=args.quick, long=args.long)

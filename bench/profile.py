@@ -89,7 +89,8 @@ def _short(frame: str) -> str:
     return f"{match['func']} ({path.split('/', 1)[-1] if path.startswith('.') else path})"
 
 
-def run(handler: str, concurrency: int, entries: int, out_dir: Path | None = None) -> dict[str, Any]:
+def run(handler: str, concurrency: int, entries: int, out_dir: Path | None = None,
+        root: Path = ROOT) -> dict[str, Any]:
     py_spy = venv.VENV / "bin" / "py-spy"
     if not py_spy.exists():
         venv.ensure()
@@ -109,7 +110,7 @@ def run(handler: str, concurrency: int, entries: int, out_dir: Path | None = Non
         # --nonblocking: the worker is not paused for each sample, so it runs at nearly full speed.
         argv = [str(py_spy), "record", "--rate", "250", "--gil", "--nonblocking", "--format", "raw",
                 "--output", str(collapsed), "--",
-                sys.executable, str(ROOT / "worker.py"), "--consumer", "c1", "--group", spec.group,
+                sys.executable, str(root / "worker.py"), "--consumer", "c1", "--group", spec.group,
                 "--stream", spec.keys.stream_name, "--handler", MAILPIPE_HANDLERS.get(handler, handler),
                 "--concurrency", str(concurrency), "--metrics-port", "0", "--block-ms", "500",
                 "--exit-when-idle"]
@@ -118,13 +119,14 @@ def run(handler: str, concurrency: int, entries: int, out_dir: Path | None = Non
         timing = observe_group(runner.r, spec.stream, spec.group, last_id, 600, [proc])
         proc.wait(60)
     result = summarize(collapsed)
-    result.update({"handler": handler, "concurrency": concurrency, "entries": entries,
+    result.update({"worker_root": str(root), "handler": handler, "concurrency": concurrency, "entries": entries,
                    "rate_under_profiler": round(entries / timing.seconds, 1), "collapsed_stacks": str(collapsed)})
     return result
 
 
 def print_report(result: dict[str, Any]) -> None:
-    print(f"\nworker profile: handler {result['handler']}, concurrency {result['concurrency']}, "
+    print(f"\nworker profile ({result['worker_root']}): handler {result['handler']}, "
+          f"concurrency {result['concurrency']}, "
           f"{result['entries']:,} entries, {result['rate_under_profiler']:,.0f}/s under py-spy, "
           f"{result['samples']:,} samples")
     for title, key in (("by area", "areas"), ("self time", "self"), ("inclusive time", "inclusive")):
