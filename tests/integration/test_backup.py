@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import tarfile
 import threading
@@ -219,11 +220,24 @@ def test_restore_into_an_older_redis_fails_clearly(redis_url: str, keys: Keys, d
     assert dst.dbsize() == 0
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 <= 65_535:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10_000))
+                except OSError:
+                    continue
+            return port
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[RedisServerProcess]]:
     if not shutil.which("redis-cli"):
         server_missing("redis-cli (to create a local Redis Cluster)")
-    nodes = [RedisServerProcess(data_dir=tmp_path / f"node{i}", extra_args=[
+    nodes = [RedisServerProcess(cluster_port(), data_dir=tmp_path / f"node{i}", extra_args=[
         "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{i}.conf"]) for i in range(3)]
     try:
         for node in nodes:
