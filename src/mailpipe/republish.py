@@ -45,7 +45,7 @@ def plan(client: redis.Redis, stream: str, start: str, end: str, *, group: str =
     info = client.xinfo_stream(stream)
     if end == "+":
         end = str(info["last-generated-id"])
-    first: list[Any] = client.xrange(stream, "-", "+", count=1)
+    first: list[Any] = client.xrange(stream, "-", "+", count=1) or []
     added = info.get("entries-added")
     result = ReplayPlan(start, end, group, first_id=str(first[0][0]) if first else None,
                         trimmed=added is not None and int(added) > int(info["length"]))
