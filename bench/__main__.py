@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, venv
-from bench.common import RESULTS_DIR, ROOT, Config, machine_info, package_versions
+from bench.common import RESULTS_DIR, ROOT, Config, machine_info, package_versions, worker_root
 
 PARTS = ("raw", "naive", "mailpipe", "peers", "latency", "ingest", "memory")
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the headline mailpipe scenarios with the worker.py of another checkout "
                         "(with profile: profile that worker instead); e.g. `git archive <commit>` unpacked, "
                         "with a COMMIT file naming the commit: before/after figures in one run")
+    parser.add_argument("--worker-root", type=Path, metavar="CHECKOUT",
+                        help="run the worker.py of another checkout everywhere (default: this one)")
     parser.add_argument("--markdown", action="store_true", help="with report: Markdown tables")
     parser.add_argument("--handler", default="noop", help="with profile: noop, noop_async, sleep_async, "
                         "sleep_sync or module:callable")
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         profile.print_report(profile.run(args.handler, args.concurrency, args.entries, root=root))
         return 0
 
+    if args.worker_root:
+        os.environ["BENCH_WORKER_ROOT"] = str(args.worker_root.resolve())
     cfg = Config.make(quick=args.quick, long=args.long)
     if args.runs:
         cfg.runs = cfg.ingest_runs = args.runs
@@ -90,7 +94,7 @@ def run(parts: tuple[str, ...], cfg: Config, *, peers: bool = True, baseline: Pa
     results: dict[str, Any] = {"errors": {}}
     with RedisServerProcess(data_dir=work / "redis") as server:
         results["machine"] = machine_info(server.url)
-        results["config"] = {k: v for k, v in vars(cfg).items()}
+        results["config"] = {**vars(cfg), "worker_root": str(worker_root())}
         results["redis"] = {"url": server.url, "persistence": "none (--save '' --appendonly no)"}
         runner = throughput.Runner(server, work)
         peers_ok = False

@@ -29,6 +29,11 @@ RESULTS_DIR = BENCH_DIR / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def worker_root() -> Path:
+    """The checkout whose ``worker.py`` the bench runs: this one, or BENCH_WORKER_ROOT (``--worker-root``)."""
+    return Path(os.environ.get("BENCH_WORKER_ROOT") or ROOT)
+
+
 @dataclass
 class Config:
     """Sizes of one benchmark run; ``quick`` shrinks everything to a smoke run."""

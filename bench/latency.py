@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from bench import venv
-from bench.common import ROOT, Config, median, observe_group, terminate
+from bench.common import Config, median, observe_group, terminate, worker_root
 from bench.emails import minimal_entry
 from bench.throughput import PEERS_DIR, Runner, RunSpec, _popen
 from mailpipe.embedded import free_port
@@ -42,7 +42,7 @@ def mailpipe_starter(spec: RunSpec, latency_file: Path) -> list[subprocess.Popen
         "MAILPIPE_STREAM": spec.keys.stream_name, "MAILPIPE_LOG_LEVEL": "INFO", "MAILPIPE_LOG_FORMAT": "json",
         "MAILPIPE_METRICS_PORT": str(free_port()), "BENCH_LATENCY_FILE": str(latency_file),
     }
-    argv = [sys.executable, str(ROOT / "worker.py"), "--consumer", "c1", "--group", spec.group, "--stream",
+    argv = [sys.executable, str(worker_root() / "worker.py"), "--consumer", "c1", "--group", spec.group, "--stream",
             spec.keys.stream_name, "--handler", "bench.handlers:record_latency"]
     return [_popen(argv, spec, "worker", env)]
 

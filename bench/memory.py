@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import ROOT, Config, rss_bytes, stop_processes
+from bench.common import ROOT, Config, rss_bytes, stop_processes, worker_root
 from bench.emails import entry_for, minimal_entry, size_mix
 from bench.throughput import Runner
 from mailpipe.embedded import free_port
@@ -36,7 +36,7 @@ def worker_rss(runner: Runner, cfg: Config) -> dict[str, Any]:
     entry: dict[Any, Any] = minimal_entry()
     env = {"MAILPIPE_REDIS_URL": spec.url, "MAILPIPE_NAMESPACE": spec.keys.namespace,
            "MAILPIPE_LOG_LEVEL": "INFO", "MAILPIPE_LOG_FORMAT": "json", "MAILPIPE_METRICS_PORT": str(free_port())}
-    argv = [sys.executable, str(ROOT / "worker.py"), "--consumer", "c1", "--group", spec.group, "--stream",
+    argv = [sys.executable, str(worker_root() / "worker.py"), "--consumer", "c1", "--group", spec.group, "--stream",
             spec.keys.stream_name, "--handler", "mailpipe.handlers:noop"]
     with open(spec.work_dir / "worker-rss.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env})

@@ -22,7 +22,17 @@ from typing import Any
 import redis
 
 from bench import venv
-from bench.common import ROOT, Config, GroupTiming, client, cpu_seconds, median, observe_group, stop_processes
+from bench.common import (
+    ROOT,
+    Config,
+    GroupTiming,
+    client,
+    cpu_seconds,
+    median,
+    observe_group,
+    stop_processes,
+    worker_root,
+)
 from bench.emails import payload_entry
 from mailpipe.embedded import RedisServerProcess, free_port
 from mailpipe.keys import Keys
@@ -252,7 +262,7 @@ def naive_scenarios(cfg: Config) -> list[Scenario]:
 
 
 def mailpipe_worker_starter(processes: int, handler: str, concurrency: int,
-                            extra_env: dict[str, str] | None = None, root: Path = ROOT) -> Starter:
+                            extra_env: dict[str, str] | None = None, root: Path | None = None) -> Starter:
     """``python worker.py`` processes, as a user runs them: metrics served, JSON logs at INFO. ``root`` is
     the checkout whose worker runs (another one gives before/after figures in the same run)."""
     def start(spec: RunSpec) -> list[subprocess.Popen[bytes]]:
@@ -264,9 +274,10 @@ def mailpipe_worker_starter(processes: int, handler: str, concurrency: int,
                 "MAILPIPE_LOG_FORMAT": "json", "MAILPIPE_METRICS_PORT": str(free_port()),
                 **(extra_env or {}),
             }
-            argv = [sys.executable, str(root / "worker.py"), "--consumer", f"c{i + 1}", "--group", spec.group,
-                    "--stream", spec.keys.stream_name, "--handler", handler, "--concurrency",
-                    str(concurrency), "--batch-size", "100", "--block-ms", "500", "--exit-when-idle"]
+            script = (root or worker_root()) / "worker.py"
+            argv = [sys.executable, str(script), "--consumer", f"c{i + 1}", "--group", spec.group, "--stream",
+                    spec.keys.stream_name, "--handler", handler, "--concurrency", str(concurrency),
+                    "--batch-size", "100", "--block-ms", "500", "--exit-when-idle"]
             procs.append(_popen(argv, spec, f"worker{i + 1}", env))
         return procs
     return start
