@@ -14,6 +14,10 @@ DEFAULT_HANDLER = "mailpipe.handlers:log_email"
 DEFAULT_CONCURRENCY = 16
 # Entries fetched per XREADGROUP call; also the size of one settle batch.
 DEFAULT_BATCH_SIZE = 100
+# Entries one worker holds at once (claimed, running or waiting for a handler slot); 0 = automatic:
+# max(concurrency, batch size), so even one handler at a time is fed whole batches. Slow handlers on a
+# fleet: set it to the concurrency so entries are not held by one busy worker while others idle.
+DEFAULT_PREFETCH = 0
 # How long one XREADGROUP blocks waiting for new entries.
 DEFAULT_BLOCK_MS = 2_000
 # How long in-flight handlers may run after the first SIGTERM/SIGINT before the worker exits anyway.

@@ -24,6 +24,7 @@ See docs/ARCHITECTURE.md for the size policy and the compatibility rules of the 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 import uuid
@@ -170,7 +171,12 @@ class Source:
 
 @dataclass(frozen=True)
 class Message:
-    """A parsed stream entry, as handed to a handler."""
+    """A parsed stream entry, as handed to a handler.
+
+    The envelope is validated by :func:`parse_entry`; the email document is decoded on first access of
+    :attr:`email` (a handler that routes on the envelope alone never pays for it). A broken document
+    raises :class:`MalformedEntry` there, which the worker dead-letters at once.
+    """
 
     stream_id: str
     idempotency_key: str
@@ -180,10 +186,17 @@ class Message:
     first_enqueued_ms: int
     attempt: int
     target_group: str
-    email: Email
     fields: Mapping[str, str]  # the entry exactly as stored (copied verbatim into dead letters)
     version: int = ENTRY_FORMAT_VERSION
     bypass_idempotency: bool = False
+
+    @functools.cached_property
+    def email(self) -> Email:
+        try:
+            return Email.from_json(self.fields["email"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise MalformedEntry(
+                f"entry {self.stream_id}: field 'email' is not a valid email document ({exc})") from None
 
 
 def new_correlation_id() -> str:
@@ -250,10 +263,8 @@ def parse_entry(stream_id: str, fields: Mapping[str, str]) -> Message:
     if attempt < 1:
         raise MalformedEntry(f"entry {stream_id}: attempt must be >= 1, got {attempt}")
     enqueued = _int_field(stream_id, fields, "enq_ms")
-    try:
-        email = Email.from_json(fields["email"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise MalformedEntry(f"entry {stream_id}: field 'email' is not a valid email document ({exc})") from None
+    if not fields["email"].startswith("{"):
+        raise MalformedEntry(f"entry {stream_id}: field 'email' is not a valid email document (not a JSON object)")
     return Message(
         stream_id=stream_id,
         idempotency_key=idem,
@@ -269,7 +280,6 @@ def parse_entry(stream_id: str, fields: Mapping[str, str]) -> Message:
         first_enqueued_ms=_optional_int(stream_id, fields, "first_ms") or enqueued,
         attempt=attempt,
         target_group=fields.get("grp", ""),
-        email=email,
         fields=fields,
         version=version,
         bypass_idempotency=fields.get("replay") == "force",

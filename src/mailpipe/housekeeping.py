@@ -68,8 +68,8 @@ class Housekeeping:
             await self.prune()
 
     async def heartbeat(self) -> None:
-        items = [(f.message.stream_id, f.message.idempotency_key, f.token) for f in self.w._inflight.values()]
-        items += [(m.stream_id, m.idempotency_key, "") for m in self.w._deferred.values()]
+        items = [(f.message.stream_id, f.message.idempotency_key) for f in self.w._inflight.values()]
+        items += [(m.stream_id, "") for m in self.w._deferred.values()]  # not our claim: keep the entry only
         if items:
             await self.w.recovery.heartbeat(items)
 
@@ -83,7 +83,7 @@ class Housekeeping:
         return moved
 
     async def reclaim_orphans(self) -> None:
-        free = self.w.settings.concurrency - self.w.inflight
+        free = self.w._prefetch - self.w.inflight
         if free <= 0 or self.w._stopping:
             return
         found = await self.w.recovery.orphans(min(free, self.w.settings.batch_size))

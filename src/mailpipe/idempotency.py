@@ -49,10 +49,8 @@ class Idempotency:
         """Claim (stream id, idempotency key, bypass done-check) items for ``consumer``; a status each."""
         if not items:
             return []
-        buckets = self.live_bucket_keys()
-        claim_keys = [self.keys.claim(self.group, idem) for _, idem, _ in items]
-        args: list[Any] = [len(buckets), self.claim_ttl_ms]
+        args: list[Any] = [self.claim_ttl_ms, consumer, self.keys.claim_prefix(self.group)]
         for stream_id, idem, bypass in items:
-            args += [idem, claim_token(consumer, stream_id), "1" if bypass else "0"]
-        result = await self._claim(keys=buckets + claim_keys, args=args)
+            args += [stream_id, idem, "1" if bypass else "0"]
+        result = await self._claim(keys=self.live_bucket_keys(), args=args)
         return [ClaimStatus(int(s)) for s in result]

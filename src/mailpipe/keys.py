@@ -80,8 +80,13 @@ class Keys:
     def done_bucket(self, group: str, bucket: int) -> str:
         return f"{self.group_prefix(group)}:done:{bucket}"
 
+    def claim_prefix(self, group: str) -> str:
+        """Claim keys are this prefix + the idempotency key, built inside the Lua scripts (the key is the
+        last part and the hash tag comes first, so no encoding is needed)."""
+        return f"{self.group_prefix(group)}:claim:"
+
     def claim(self, group: str, idempotency_key: str) -> str:
-        return f"{self.group_prefix(group)}:claim:{_part(idempotency_key)}"
+        return self.claim_prefix(group) + idempotency_key
 
     def retry_schedule(self, group: str) -> str:
         return f"{self.group_prefix(group)}:retry"

@@ -60,17 +60,15 @@ class Recovery:
         self._cursor = found.cursor
         return found
 
-    async def heartbeat(self, items: Sequence[tuple[str, str, str]]) -> int:
-        """Renew claims and reset idle time of in-flight (stream id, idempotency key, token) items."""
+    async def heartbeat(self, items: Sequence[tuple[str, str]]) -> int:
+        """Renew claims and reset the idle time of in-flight (stream id, idempotency key) items; an empty
+        key renews nothing but still keeps the entry ours."""
         if not items:
             return 0
-        args: list[Any] = [self.group, self.consumer, self.claim_ttl_ms]
-        for stream_id, _, token in items:
-            args += [stream_id, token]
-        return int(await self.scripts.heartbeat(
-            keys=[self.keys.stream, *(self.keys.claim(self.group, idem) for _, idem, _ in items)],
-            args=args,
-        ))
+        args: list[Any] = [self.group, self.consumer, self.claim_ttl_ms, self.keys.claim_prefix(self.group)]
+        for stream_id, idem in items:
+            args += [stream_id, idem]
+        return int(await self.scripts.heartbeat(keys=[self.keys.stream], args=args))
 
     async def prune_consumers(self, idle_ms: int) -> list[str]:
         removed = await self.scripts.prune_consumers(

@@ -64,12 +64,18 @@ class CommonSettings(BaseSettings):
 class WorkerSettings(CommonSettings):
     """Settings of ``python worker.py``."""
 
+    @property
+    def effective_prefetch(self) -> int:
+        """Entries one worker holds at once (running or waiting for a handler slot)."""
+        return self.prefetch or max(self.concurrency, self.batch_size)
+
     consumer: str | None = Field(default=None, pattern=_NAME_PATTERN)
     group: str = Field(default=defaults.DEFAULT_GROUP, pattern=_NAME_PATTERN)
     group_start_id: str = Field(default=defaults.DEFAULT_GROUP_START_ID, pattern=r"^(\$|0|\d+-\d+|\d+)$")
     handler: str = Field(default=defaults.DEFAULT_HANDLER, pattern=r"^[\w.]+:[\w.]+$")
     concurrency: int = Field(default=defaults.DEFAULT_CONCURRENCY, ge=1, le=10_000)
     batch_size: int = Field(default=defaults.DEFAULT_BATCH_SIZE, ge=1, le=10_000)
+    prefetch: int = Field(default=defaults.DEFAULT_PREFETCH, ge=0, le=100_000)
     block_ms: int = Field(default=defaults.DEFAULT_BLOCK_MS, ge=1, le=600_000)
     exit_when_idle: bool = False
     shutdown_timeout_s: float = Field(default=defaults.DEFAULT_SHUTDOWN_TIMEOUT_S, ge=0)
@@ -91,6 +97,8 @@ class WorkerSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _coherent(self) -> WorkerSettings:
+        if self.prefetch and self.prefetch < self.concurrency:
+            raise ValueError("prefetch must be 0 (automatic) or at least concurrency")
         if self.dedup_bucket_s > self.dedup_retention_s:
             raise ValueError("dedup_bucket_s must not exceed dedup_retention_s")
         if self.retry_cap_s < self.retry_base_s:

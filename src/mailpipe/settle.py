@@ -19,7 +19,6 @@ class Outcome:
     kind: str
     stream_id: str
     idempotency_key: str = ""
-    token: str = ""
     a1: str = ""
     a2: str = ""
     a3: str = ""
@@ -28,28 +27,27 @@ class Outcome:
     counted_as: str = ""  # summary bucket: success | duplicate | foreign | retried | dead_lettered | ...
 
     @classmethod
-    def ok(cls, stream_id: str, idem: str, token: str, enqueued_ms: int) -> Outcome:
-        return cls(OK, stream_id, idem, token, enqueued_ms=enqueued_ms, counted_as="success")
+    def ok(cls, stream_id: str, idem: str, enqueued_ms: int) -> Outcome:
+        return cls(OK, stream_id, idem, enqueued_ms=enqueued_ms, counted_as="success")
 
     @classmethod
     def duplicate(cls, stream_id: str, idem: str = "", *, foreign: bool = False) -> Outcome:
         return cls(DUP, stream_id, idem, counted_as="foreign" if foreign else "duplicate")
 
     @classmethod
-    def release(cls, stream_id: str, idem: str, token: str) -> Outcome:
-        return cls(RELEASE, stream_id, idem, token, counted_as="released")
+    def release(cls, stream_id: str, idem: str) -> Outcome:
+        return cls(RELEASE, stream_id, idem, counted_as="released")
 
     @classmethod
-    def retry(cls, stream_id: str, idem: str, token: str, *, due_ms: int, next_attempt: int,
-              error: BaseException) -> Outcome:
-        return cls(RETRY, stream_id, idem, token, str(due_ms), str(next_attempt), type(error).__name__,
-                   _message(error), counted_as="retried")
+    def retry(cls, stream_id: str, idem: str, *, due_ms: int, next_attempt: int, error: BaseException) -> Outcome:
+        return cls(RETRY, stream_id, idem, str(due_ms), str(next_attempt), type(error).__name__, _message(error),
+                   counted_as="retried")
 
     @classmethod
-    def dead(cls, stream_id: str, idem: str, token: str, *, error_type: str, message: str,
-             traceback: str, reason: str) -> Outcome:
-        return cls(DEAD, stream_id, idem, token, error_type, message[:ERROR_MESSAGE_LIMIT],
-                   traceback[-TRACEBACK_LIMIT:], reason, counted_as="dead_lettered")
+    def dead(cls, stream_id: str, idem: str, *, error_type: str, message: str, traceback: str,
+             reason: str) -> Outcome:
+        return cls(DEAD, stream_id, idem, error_type, message[:ERROR_MESSAGE_LIMIT], traceback[-TRACEBACK_LIMIT:],
+                   reason, counted_as="dead_lettered")
 
 
 def _message(error: BaseException) -> str:
@@ -66,17 +64,19 @@ class Settler:
         self.idempotency = idempotency
         self._script = script
         self._fixed_keys = [keys.stream, keys.dead_letters, keys.retry_schedule(group), keys.retry_data(group)]
+        self._claim_prefix = keys.claim_prefix(group)
 
     async def settle(self, outcomes: list[Outcome]) -> list[int]:
         """Apply ``outcomes`` atomically; per outcome 1 = settled, 0 = the entry was no longer pending."""
         if not outcomes:
             return []
         bucket_key, expire_at = self.idempotency.current_bucket()
-        claim_keys = [
-            self.keys.claim(self.group, o.idempotency_key or f"-{o.stream_id}") for o in outcomes
-        ]
-        args: list[Any] = [self.group, expire_at, int(time.time() * 1000), self.consumer]
+        args: list[Any] = [self.group, expire_at, int(time.time() * 1000), self.consumer, self._claim_prefix,
+                           len(outcomes)]
+        extras: list[str] = []
         for o in outcomes:
-            args += [o.kind, o.stream_id, o.idempotency_key, o.token, o.a1, o.a2, o.a3, o.a4]
-        result = await self._script(keys=[*self._fixed_keys, bucket_key, *claim_keys], args=args)
+            args += [o.kind, o.stream_id, o.idempotency_key]
+            if o.kind in (RETRY, DEAD):
+                extras += [o.a1, o.a2, o.a3, o.a4]
+        result = await self._script(keys=[*self._fixed_keys, bucket_key], args=args + extras)
         return [int(x) for x in result]

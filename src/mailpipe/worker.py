@@ -22,7 +22,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +38,7 @@ from mailpipe.entry import Message, parse_entry
 from mailpipe.errors import MalformedEntry, PermanentError, RetryLater, TransientError
 from mailpipe.handler import Context, Handler, is_async_handler
 from mailpipe.housekeeping import Housekeeping
-from mailpipe.idempotency import ClaimStatus, Idempotency, claim_token
+from mailpipe.idempotency import ClaimStatus, Idempotency
 from mailpipe.metrics import WorkerMetrics
 from mailpipe.recovery import Recovery
 from mailpipe.retries import RetryPolicy
@@ -78,10 +78,16 @@ class Summary:
                 f"(retried {self.retried}, dead-lettered {self.dead_lettered})")
 
 
+class _NotStarted(Exception):
+    """Marks an entry that was held but never handed to the handler (the worker is stopping)."""
+
+
+_NOT_STARTED = _NotStarted()
+
+
 @dataclass
 class _InFlight:
     message: Message
-    token: str
     task: asyncio.Task[None]
 
 
@@ -112,6 +118,9 @@ class Worker:
         self.housekeeping = Housekeeping(self)
         self.summary = Summary()
         self._async_handler = is_async_handler(handler)
+        self._prefetch = settings.effective_prefetch
+        self._slots = asyncio.Semaphore(settings.concurrency)  # coroutine handlers running at once
+        self._side_tasks: set[asyncio.Future[Any]] = set()
         self._pool = None if self._async_handler else ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="handler")
         self._inflight: dict[str, _InFlight] = {}
@@ -123,6 +132,7 @@ class Worker:
         self._stopping = False
         self._closed = False  # set when shutdown is over: background loops end
         self._log_extra = {"consumer": consumer, "group": self.group, "stream": settings.stream}
+        self._handler_log = logging.getLogger("mailpipe.handler")
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -187,14 +197,19 @@ class Worker:
         """One turn of the loop; False when an --exit-when-idle worker is done."""
         if self._deferred:
             await self._retry_deferred()
+        if self._side_tasks:  # failures still being recorded in the breaker decide whether we may read
+            await asyncio.wait(list(self._side_tasks), timeout=5)
         view = await self.breaker.check()
         if view.state == OPEN or (view.state != CLOSED and not view.is_probe):
             await self._wait(self.settings.housekeeping_interval_s)
             return True
-        capacity = self.settings.concurrency - len(self._inflight) - len(self._deferred)
+        capacity = self._prefetch - len(self._inflight) - len(self._deferred)
         if view.state != CLOSED:  # the half-open probe: exactly one entry
             capacity = 0 if self._inflight else 1
-        if capacity <= 0:
+        # Read in whole batches: waiting for half a batch of free capacity (unless nothing runs) keeps
+        # reads, claims and settles batched instead of fragmenting into one-entry round trips.
+        want = min(self.settings.batch_size, self._prefetch)
+        if capacity <= 0 or (capacity < want // 2 and self._inflight):
             self._capacity.clear()
             await self._wait_capacity()
             return True
@@ -229,7 +244,7 @@ class Worker:
                 self.metrics.malformed()
                 log.error("malformed entry dead-lettered: %s", exc, extra={**self._log_extra,
                                                                           "stream_id": stream_id})
-                immediate.append(Outcome.dead(stream_id, fields.get("idem", "") if fields else "", "",
+                immediate.append(Outcome.dead(stream_id, fields.get("idem", "") if fields else "",
                                               error_type="MalformedEntry", message=str(exc), traceback="",
                                               reason="malformed"))
                 continue
@@ -243,14 +258,16 @@ class Worker:
     async def _claim_and_start(self, messages: list[Message], immediate: list[Outcome]) -> None:
         statuses = await self.idempotency.claim(
             [(m.stream_id, m.idempotency_key, m.bypass_idempotency) for m in messages], self.consumer)
+        claimed: list[Message] = []
         for message, status in zip(messages, statuses, strict=True):
             self._deferred.pop(message.stream_id, None)
             if status == ClaimStatus.CLAIMED:
-                self._start(message)
+                claimed.append(message)
             elif status == ClaimStatus.DONE:
                 immediate.append(Outcome.duplicate(message.stream_id, message.idempotency_key))
             else:
                 self._deferred[message.stream_id] = message
+        self._start_many(claimed)
 
     async def _retry_deferred(self) -> None:
         immediate: list[Outcome] = []
@@ -259,61 +276,126 @@ class Worker:
         if self._deferred:
             await self._wait(0.05)  # another worker holds the key; its claim ends with its handler
 
-    def _start(self, message: Message) -> None:
-        token = claim_token(self.consumer, message.stream_id)
-        task = asyncio.create_task(self._handle(message, token))
-        self._inflight[message.stream_id] = _InFlight(message, token, task)
+    def _start_many(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        if self._async_handler:
+            for message in messages:
+                self._inflight[message.stream_id] = _InFlight(message, asyncio.create_task(self._run_async(message)))
+        else:
+            # one hand-off to the thread pool per chunk, not per entry: the pool has `concurrency` threads
+            size = -(-len(messages) // self.settings.concurrency)  # at most `concurrency` chunks
+            for i in range(0, len(messages), size):
+                chunk = messages[i:i + size]
+                task = asyncio.create_task(self._run_sync(chunk))
+                for message in chunk:
+                    self._inflight[message.stream_id] = _InFlight(message, task)
         self.metrics.set_inflight(len(self._inflight))
 
-    async def _handle(self, message: Message, token: str) -> None:
+    def _context(self, message: Message) -> Context:
         extra = {**self._log_extra, "stream_id": message.stream_id, "idempotency_key": message.idempotency_key,
                  "correlation_id": message.correlation_id}
-        ctx = Context(message.idempotency_key, message.attempt, message.stream_id, self.consumer,
-                      message.correlation_id, logging.LoggerAdapter(logging.getLogger("mailpipe.handler"), extra))
-        started = time.perf_counter()
-        try:
-            if self._async_handler:
-                await self.handler(message, ctx)  # type: ignore[misc]
-            else:
-                await asyncio.get_running_loop().run_in_executor(self._pool, self.handler, message, ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the handler's failure is data, not a crash of the worker
-            outcome = await self._failure(message, token, exc, extra)
-        else:
-            outcome = Outcome.ok(message.stream_id, message.idempotency_key, token, message.enqueued_ms)
-        finally:
-            self.metrics.handler_seconds(time.perf_counter() - started)
-            self._inflight.pop(message.stream_id, None)
-            self.metrics.set_inflight(len(self._inflight))
-            self._capacity.set()
-        self._queue([outcome])
+        return Context(message.idempotency_key, message.attempt, message.stream_id, self.consumer,
+                       message.correlation_id, logging.LoggerAdapter(self._handler_log, extra))
 
-    async def _failure(self, message: Message, token: str, exc: Exception, extra: dict[str, Any]) -> Outcome:
+    async def _run_async(self, message: Message) -> None:
+        error: BaseException | None = None
+        try:
+            async with self._slots:
+                if self._stopping:
+                    error = _NOT_STARTED
+                else:
+                    started = time.perf_counter()
+                    try:
+                        await self.handler(message, self._context(message))  # type: ignore[misc]
+                    except Exception as exc:  # the handler's failure is data, not a crash of the worker
+                        error = exc
+                    self.metrics.handler_seconds(time.perf_counter() - started)
+        except asyncio.CancelledError:
+            self._done([message])
+            raise
+        self._finish([(message, error)])
+
+    async def _run_sync(self, chunk: list[Message]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self._call_chunk, chunk, loop)
+        except asyncio.CancelledError:
+            self._done([m for m in chunk if m.stream_id in self._inflight])
+            raise
+
+    def _call_chunk(self, chunk: list[Message], loop: asyncio.AbstractEventLoop) -> None:
+        """Runs on a pool thread; each result goes to the loop as soon as its handler returns, so it is
+        settled without waiting for the rest of the chunk."""
+        for message in chunk:
+            if self._stopping:  # a stop request: what has not started is released, not run
+                loop.call_soon_threadsafe(self._finish, [(message, _NOT_STARTED)])
+                continue
+            started = time.perf_counter()
+            error: Exception | None = None
+            try:
+                self.handler(message, self._context(message))
+            except Exception as exc:  # the handler's failure is data, not a crash of the worker
+                error = exc
+            self.metrics.handler_seconds(time.perf_counter() - started)
+            loop.call_soon_threadsafe(self._finish, [(message, error)])
+
+    def _finish(self, results: Sequence[tuple[Message, BaseException | None]]) -> None:
+        outcomes = []
+        for message, error in results:
+            if error is None:
+                outcomes.append(Outcome.ok(message.stream_id, message.idempotency_key, message.enqueued_ms))
+            elif error is _NOT_STARTED:
+                outcomes.append(Outcome.release(message.stream_id, message.idempotency_key))
+            else:
+                assert isinstance(error, Exception)
+                outcomes.append(self._failure(message, error))
+        self._done([m for m, _ in results])
+        self._queue(outcomes)
+
+    def _done(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._inflight.pop(message.stream_id, None)
+        self.metrics.set_inflight(len(self._inflight))
+        self._capacity.set()
+
+    def _failure(self, message: Message, exc: Exception) -> Outcome:
+        extra = {**self._log_extra, "stream_id": message.stream_id, "idempotency_key": message.idempotency_key,
+                 "correlation_id": message.correlation_id}
         error = f"{type(exc).__name__}: {exc}"
         self.summary.last_error = error[:300]
         # a half-open probe that fails for any reason re-opens the breaker
         if isinstance(exc, DOWNSTREAM_ERRORS) or self.breaker.state != CLOSED:
-            try:
-                await self.breaker.record_failure()
-            except RedisError:
-                log.warning("could not record the failure in the circuit breaker", extra=extra)
+            self._background(self._record_breaker_failure())
         if isinstance(exc, PermanentError):
             reason = "permanent"
+        elif isinstance(exc, MalformedEntry):  # the email document, decoded on first use, is broken
+            reason = "malformed"
         elif self.policy.exhausted(message.attempt) and not isinstance(exc, RetryLater):
             reason = "max_attempts"
         else:
             delay = exc.delay_s if isinstance(exc, RetryLater) else self.policy.delay(message.attempt)
             log.warning("handler failed, retry %d in %.1fs: %s", message.attempt + 1, delay, error,
                         extra={**extra, "attempt": message.attempt, "error_type": type(exc).__name__})
-            return Outcome.retry(message.stream_id, message.idempotency_key, token,
+            return Outcome.retry(message.stream_id, message.idempotency_key,
                                  due_ms=int((time.time() + delay) * 1000), next_attempt=message.attempt + 1,
                                  error=exc)
         log.error("handler failed, dead-lettered (%s): %s", reason, error,
                   extra={**extra, "attempt": message.attempt, "error_type": type(exc).__name__})
-        return Outcome.dead(message.stream_id, message.idempotency_key, token, error_type=type(exc).__name__,
+        return Outcome.dead(message.stream_id, message.idempotency_key, error_type=type(exc).__name__,
                             message=str(exc), traceback="".join(traceback.format_exception(exc)),
                             reason=reason)
+
+    async def _record_breaker_failure(self) -> None:
+        try:
+            await self.breaker.record_failure()
+        except RedisError:
+            log.warning("could not record a failure in the circuit breaker", extra=self._log_extra)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)  # keep a reference until done (the loop holds tasks weakly)
+        task.add_done_callback(self._side_tasks.discard)
 
     # --- settling --------------------------------------------------------------------------------
 
@@ -386,20 +468,28 @@ class Worker:
         await self._call_with_retry(self._ensure_group)
 
     async def _recover_own(self) -> None:
-        """Deliver again what was pending on this consumer name before a crash or restart."""
+        """Deliver again what was pending on this consumer name before a crash or restart.
+
+        One entry at a time, each settled before the next is claimed: one of them may be what crashed the
+        worker, and taking them together would count every crash against all of them (and dead-letter
+        innocent entries as poison).
+        """
         cursor = "-"
         while not self._stopping:
-            found = await self._call_with_retry(functools.partial(self.recovery.own, self.settings.batch_size,
-                                                                  cursor))
+            found = await self._call_with_retry(functools.partial(self.recovery.own, 1, cursor))
             self.note_recovered(found.poison, found.gone)
             if not found.entries:
+                if found.poison or found.gone:
+                    continue
                 return
-            cursor = "(" + found.entries[-1][0]
-            log.info("recovered %d pending entries of this consumer", len(found.entries), extra=self._log_extra)
+            stream_id = found.entries[0][0]
+            cursor = "(" + stream_id
             await self.dispatch(found.entries)
-            while len(self._inflight) >= self.settings.concurrency and not self._stopping:
-                self._capacity.clear()
-                await self._wait_capacity()
+            while not self._stopping and (stream_id in self._inflight or self._unsettled(stream_id)):
+                await self._wait(0.005)
+
+    def _unsettled(self, stream_id: str) -> bool:
+        return any(o.stream_id == stream_id for o in self._to_settle)
 
     def note_recovered(self, poison: list[str], gone: list[str]) -> None:
         if poison:

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="handlers running at once "
                    f"(default {defaults.DEFAULT_CONCURRENCY})")
     p.add_argument("--batch-size", type=int, help=f"entries per read (default {defaults.DEFAULT_BATCH_SIZE})")
+    p.add_argument("--prefetch", type=int, help="entries held at once, running or waiting for a handler slot "
+                   "(default 0 = max(concurrency, batch size))")
     p.add_argument("--block-ms", type=int, help="how long one read waits for new entries "
                    f"(default {defaults.DEFAULT_BLOCK_MS})")
     p.add_argument("--exit-when-idle", action="store_true", default=None,

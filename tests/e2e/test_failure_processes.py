@@ -53,7 +53,11 @@ def test_poison_that_kills_workers_is_dead_lettered(r: redis.Redis, keys: Keys, 
     assert set(dead) == {"poison-1"} and dead["poison-1"]["dl_reason"] == "poison"
     assert done_keys(r, keys) == {"k0", "k1", "k3", "k4"}
     assert r.xpending(keys.stream, G)["pending"] == 0
-    assert set(successes_per_key(r).values()) == {1}
+    # a handler that finished just before the poison killed the process may run again (its settle was
+    # under way): at most a couple per kill with one handler at a time
+    kills = codes.count(-9)
+    extra = sum(n - 1 for n in successes_per_key(r).values())
+    assert extra <= 2 * kills, (extra, kills)
 
 
 def test_worker_help_explains_every_option() -> None:

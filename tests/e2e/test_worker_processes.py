@@ -70,8 +70,10 @@ def test_sigkill_mid_batch_loses_nothing_and_acks_nothing_unfinished(
     assert code == 0, err
     assert done_keys(r, keys) == set(wanted) and r.xpending(keys.stream, G)["pending"] == 0
     twice = [k for k, n in successes_per_key(r).items() if n > 1]
-    # only a handler that finished its side effect in the instant before SIGKILL may run again
-    assert len(twice) <= 8 and set(twice) <= orphan_keys
+    # only handlers that finished their side effect in the instant before SIGKILL may run again: at most
+    # the 8 running plus the outcomes waiting for the settle round trip under way
+    assert len(twice) <= 16 and set(twice) <= orphan_keys
+    print(f"\nSIGKILL mid-batch: {len(orphan_keys)} entries held by the killed worker, {len(twice)} ran twice")
 
 
 def test_worker_survives_a_redis_crash_and_restart(keys: Keys, tmp_path: Path) -> None:
@@ -153,7 +155,15 @@ def test_chaos_kills_failures_and_dead_letters(r: redis.Redis, keys: Keys, redis
     dead = {f["idem"]: f["dl_reason"] for _, f in r.xrange(keys.dead_letters)}
     assert set(dead) == expected_dead
     assert all(dead[k] == ("permanent" if k.startswith("perm-") else "max_attempts") for k in dead)
-    assert done_keys(r, keys) == set(wanted) - expected_dead
+    missing = set(wanted) - expected_dead - done_keys(r, keys)
+    if missing:  # say where the missing ones are before failing
+        pend = r.xpending_range(keys.stream, G, "-", "+", 50)
+        ids = {sid: f["idem"] for sid, f in r.xrange(keys.stream)}
+        retry = r.zrange(keys.retry_schedule(G), 0, 10, withscores=True)
+        print("MISSING", len(missing), sorted(missing)[:10], "PENDING", [(p["message_id"], ids.get(p["message_id"]),
+              p["consumer"], p["times_delivered"]) for p in pend][:10], "RETRY", retry,
+              [err[-1500:] for _, err in results])
+    assert not missing
     assert r.xpending(keys.stream, G)["pending"] == 0
     assert r.zcard(keys.retry_schedule(G)) == 0 and r.hlen(keys.retry_data(G)) == 0
     per_key = successes_per_key(r)

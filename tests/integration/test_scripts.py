@@ -28,21 +28,24 @@ def read(r: redis.Redis, keys: Keys, consumer: str, count: int = 100) -> list[st
 def claim(s: Scripts, keys: Keys, items: list[tuple[str, str]], buckets: list[str] | None = None,
           ttl: int = 10_000, bypass: bool = False) -> list[int]:
     buckets = buckets or [keys.done_bucket(G, 1)]
-    args: list[object] = [len(buckets), ttl]
+    args: list[object] = [ttl, "c1", keys.claim_prefix(G)]
     for sid, idem in items:
-        args += [idem, f"c1 {sid}", "1" if bypass else "0"]
-    return [int(x) for x in s.claim(keys=[*buckets, *(keys.claim(G, i) for _, i in items)], args=args)]
+        args += [sid, idem, "1" if bypass else "0"]
+    return [int(x) for x in s.claim(keys=buckets, args=args)]
 
 
 def settle(s: Scripts, keys: Keys, outcomes: list[tuple[str, ...]], consumer: str = "c1") -> list[int]:
-    args: list[object] = [G, int(time.time()) + 3600, int(time.time() * 1000), consumer]
-    claim_keys = []
+    """outcomes: (kind, stream id, key[, a1, a2, a3, a4])"""
+    args: list[object] = [G, int(time.time()) + 3600, int(time.time() * 1000), consumer, keys.claim_prefix(G),
+                          len(outcomes)]
+    extras: list[object] = []
     for o in outcomes:
-        padded = (list(o) + [""] * 8)[:8]
-        args += padded
-        claim_keys.append(keys.claim(G, padded[2] or "-"))
+        padded = (list(o) + [""] * 7)[:7]
+        args += padded[:3]
+        if o[0] in ("retry", "dead"):
+            extras += padded[3:]
     return [int(x) for x in s.settle(keys=[keys.stream, keys.dead_letters, keys.retry_schedule(G),
-                                           keys.retry_data(G), keys.done_bucket(G, 1), *claim_keys], args=args)]
+                                           keys.retry_data(G), keys.done_bucket(G, 1)], args=args + extras)]
 
 
 def test_claim_statuses_done_busy_and_own(r: redis.Redis, keys: Keys) -> None:
@@ -93,14 +96,14 @@ def test_settle_ok_acks_and_marks_done_atomically(r: redis.Redis, keys: Keys) ->
     ids = setup_group(r, keys, 3)
     read(r, keys, "c1")
     claim(s, keys, [(ids[0], "k0")])
-    assert settle(s, keys, [("ok", ids[0], "k0", f"c1 {ids[0]}"), ("dup", ids[1], "k1")]) == [1, 1]
+    assert settle(s, keys, [("ok", ids[0], "k0"), ("dup", ids[1], "k1")]) == [1, 1]
     assert r.sismember(keys.done_bucket(G, 1), "k0")
     assert not r.sismember(keys.done_bucket(G, 1), "k1")
     assert not r.exists(keys.claim(G, "k0"))
     assert r.ttl(keys.done_bucket(G, 1)) > 0
     assert r.xpending(keys.stream, G)["pending"] == 1
     # settling an entry that is no longer pending has no effect on retry/dead
-    assert settle(s, keys, [("retry", ids[0], "k0", "", "0", "2", "E", "m")]) == [0]
+    assert settle(s, keys, [("retry", ids[0], "k0", "0", "2", "E", "m")]) == [0]
     assert r.zcard(keys.retry_schedule(G)) == 0
 
 
@@ -109,7 +112,7 @@ def test_settle_retry_moves_entry_to_schedule_with_next_attempt(r: redis.Redis, 
     ids = setup_group(r, keys, 1)
     read(r, keys, "c1")
     due = int(time.time() * 1000) + 60_000
-    assert settle(s, keys, [("retry", ids[0], "k0", "", str(due), "2", "ValueError", "boom")]) == [1]
+    assert settle(s, keys, [("retry", ids[0], "k0", str(due), "2", "ValueError", "boom")]) == [1]
     assert r.xpending(keys.stream, G)["pending"] == 0
     assert r.zscore(keys.retry_schedule(G), ids[0]) == due
     flat = json.loads(r.hget(keys.retry_data(G), ids[0]))  # type: ignore[arg-type]
@@ -122,7 +125,7 @@ def test_settle_dead_appends_original_fields_and_reason(r: redis.Redis, keys: Ke
     s = register(r)
     ids = setup_group(r, keys, 1)
     read(r, keys, "c1")
-    assert settle(s, keys, [("dead", ids[0], "k0", "", "KeyError", "'x'", "Traceback...", "permanent")]) == [1]
+    assert settle(s, keys, [("dead", ids[0], "k0", "KeyError", "'x'", "Traceback...", "permanent")]) == [1]
     assert r.xpending(keys.stream, G)["pending"] == 0
     [(_, dead)] = r.xrange(keys.dead_letters)
     original = r.xrange(keys.stream, ids[0], ids[0])[0][1]
@@ -136,7 +139,7 @@ def test_due_retries_move_exactly_once_under_concurrent_movers(r: redis.Redis, k
     s = register(r)
     ids = setup_group(r, keys, 200)
     read(r, keys, "c1", 200)
-    settle(s, keys, [("retry", sid, f"k{i}", "", "1", "2", "E", "m") for i, sid in enumerate(ids)])
+    settle(s, keys, [("retry", sid, f"k{i}", "1", "2", "E", "m") for i, sid in enumerate(ids)])
     assert r.zcard(keys.retry_schedule(G)) == 200
     moved: list[int] = []
     barrier = threading.Barrier(4)
@@ -169,7 +172,7 @@ def test_not_yet_due_retries_stay(r: redis.Redis, keys: Keys) -> None:
     s = register(r)
     ids = setup_group(r, keys, 1)
     read(r, keys, "c1")
-    settle(s, keys, [("retry", ids[0], "k0", "", str(int(time.time() * 1000) + 60_000), "2", "E", "m")])
+    settle(s, keys, [("retry", ids[0], "k0", str(int(time.time() * 1000) + 60_000), "2", "E", "m")])
     assert s.move_due_retries(keys=[keys.stream, keys.retry_schedule(G), keys.retry_data(G)],
                               args=[int(time.time() * 1000), 100]) == 0
     assert r.zcard(keys.retry_schedule(G)) == 1
@@ -179,7 +182,7 @@ def test_replay_moves_dead_letters_back_atomically(r: redis.Redis, keys: Keys) -
     s = register(r)
     ids = setup_group(r, keys, 3)
     read(r, keys, "c1")
-    settle(s, keys, [("dead", sid, f"k{i}", "", "E", "m", "", "max_attempts") for i, sid in enumerate(ids)])
+    settle(s, keys, [("dead", sid, f"k{i}", "E", "m", "", "max_attempts") for i, sid in enumerate(ids)])
     dead_ids = [i for i, _ in r.xrange(keys.dead_letters)]
     out = s.replay_dead(keys=[keys.dead_letters, keys.stream], args=[int(time.time() * 1000), *dead_ids[:2],
                                                                      "999-0"])
@@ -256,7 +259,7 @@ def test_heartbeat_keeps_entries_from_being_reclaimed(r: redis.Redis, keys: Keys
     while r.xpending_range(keys.stream, G, "-", "+", 1)[0]["time_since_delivered"] < 50:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert s.heartbeat(keys=[keys.stream, keys.claim(G, "k0")], args=[G, "c1", 1000, ids[0], "t"]) == 1
+    assert s.heartbeat(keys=[keys.stream], args=[G, "c1", 1000, keys.claim_prefix(G), ids[0], "k0"]) == 1
     after = r.xpending_range(keys.stream, G, "-", "+", 1)[0]
     assert after["time_since_delivered"] < 50 and after["times_delivered"] == 1
     assert idle_before < 50
@@ -294,3 +297,20 @@ def test_breaker_state_machine(r: redis.Redis, keys: Keys) -> None:
     assert op("check", 2300, "w2")[:2] == ["half_open", 1]
     assert op("success", 2400, "w2")[:3] == ["closed", 0, 1]
     assert r.hget(keys.breaker(G), "failures") == "0"
+
+
+def test_one_settle_call_applies_mixed_outcomes_in_order(r: redis.Redis, keys: Keys) -> None:
+    s = register(r)
+    ids = setup_group(r, keys, 5)
+    read(r, keys, "c1", 5)
+    result = settle(s, keys, [("ok", ids[0], "k0"), ("retry", ids[1], "k1", "1", "2", "RetryErr", "later"),
+                              ("dup", ids[2], "k2"), ("dead", ids[3], "k3", "DeadErr", "never", "tb", "permanent"),
+                              ("retry", ids[4], "k4", "2", "3", "OtherErr", "again")])
+    assert result == [1, 1, 1, 1, 1]
+    assert r.xpending(keys.stream, G)["pending"] == 0
+    assert r.smembers(keys.done_bucket(G, 1)) == {"k0"}
+    assert r.zrange(keys.retry_schedule(G), 0, -1, withscores=True) == [(ids[1], 1.0), (ids[4], 2.0)]
+    [(_, dead)] = r.xrange(keys.dead_letters)
+    assert (dead["idem"], dead["dl_error_type"], dead["dl_reason"]) == ("k3", "DeadErr", "permanent")
+    flat = json.loads(r.hget(keys.retry_data(G), ids[4]))  # type: ignore[arg-type]
+    assert dict(zip(flat[::2], flat[1::2], strict=True))["last_error"] == "OtherErr: again"

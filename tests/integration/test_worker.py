@@ -354,7 +354,11 @@ def test_graceful_stop_finishes_in_flight_and_leaves_unfinished_pending(
     done = done_keys(r, keys)
     assert {"k0", "k1"} <= done and "k2" not in done
     assert done - {"k0", "k1"} == {k for k in started if k.startswith("late")} - {"k2"}
-    assert summary.processed == len(done) and len(pend) == 1
+    assert summary.processed == len(done)
+    # every entry is either done or still pending: nothing unfinished was acknowledged
+    all_ids = {sid: f["idem"] for sid, f in r.xrange(keys.stream)}
+    assert {all_ids[sid] for sid in pend} | done == set(all_ids.values())
+    assert not {all_ids[sid] for sid in pend} & done
 
 
 @pytest.mark.parametrize("deliver_to_dead_consumer", [True])
@@ -406,3 +410,14 @@ def test_dead_letter_retention_is_off_by_default_and_explicit(r: redis.Redis, ke
     assert r.xlen(keys.dead_letters) == 2
     asyncio.run(trim(dead_letter_retention_s=600))
     assert r.xlen(keys.dead_letters) == 1
+
+
+def test_broken_email_document_found_by_the_handler_is_dead_lettered(
+        r: redis.Redis, keys: Keys, redis_url: str) -> None:
+    entry = sample_entry(1)
+    entry["email"] = "{broken"
+    r.xadd(keys.stream, entry)
+    summary = asyncio.run(run_worker(settings_for(keys, redis_url), lambda m, c: m.email.subject))
+    assert summary.dead_lettered == 1 and summary.retried == 0
+    [(_, dead)] = r.xrange(keys.dead_letters)
+    assert dead["dl_reason"] == "malformed" and dead["dl_error_type"] == "MalformedEntry"

@@ -43,7 +43,6 @@ def test_non_imap_source_has_no_uid() -> None:
         ({"attempt": "zero"}, "'attempt' must be an integer"),
         ({"attempt": "0"}, "attempt must be >= 1"),
         ({"src": "pigeon"}, "unknown source kind"),
-        ({"email": "{not json"}, "not a valid email document"),
         ({"email": "[1, 2]"}, "not a valid email document"),
         ({"idem": "has space"}, "whitespace"),
         ({"uid": "x"}, "'uid' must be an integer"),
@@ -92,3 +91,11 @@ def test_build_rejects_bad_arguments() -> None:
 def test_empty_raw_message_survives_the_round_trip() -> None:
     fields = build_entry(make_email(raw=b""), idempotency_key="k", source=Source("api"))
     assert parse_entry("1-0", fields).email.raw == b""
+
+
+def test_email_document_is_decoded_lazily_and_a_broken_one_raises_on_access() -> None:
+    fields = build_entry(make_email(), idempotency_key="k", source=Source("api"))
+    fields["email"] = "{not json"
+    message = parse_entry("7-0", fields)  # the envelope is fine
+    with pytest.raises(MalformedEntry, match=r"7-0.*not a valid email document"):
+        _ = message.email

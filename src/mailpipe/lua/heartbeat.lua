@@ -1,14 +1,16 @@
 -- Keep in-flight entries alive: renew our claims and reset the entries' idle time (XCLAIM JUSTID by the
 -- owner) so no other worker reclaims an entry whose handler is still running.
--- KEYS[1] stream, KEYS[2..] one claim key per entry.
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] claim TTL (ms), then per entry: stream id, claim token.
+-- KEYS[1] stream. ARGV[1] group, ARGV[2] consumer, ARGV[3] claim TTL (ms), ARGV[4] claim key prefix,
+-- then per entry: stream id, idempotency key ("" for entries we hold no claim for).
 -- Returns the number of entries still pending on us.
-local group, consumer, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local group, consumer, ttl, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local alive = 0
-for i = 1, #KEYS - 1 do
-  local id, token = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  if redis.call('GET', KEYS[1 + i]) == token then redis.call('PEXPIRE', KEYS[1 + i], ttl) end
-  local r = redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'JUSTID')
-  alive = alive + #r
+for i = 5, #ARGV, 2 do
+  local id, idem = ARGV[i], ARGV[i + 1]
+  if idem ~= '' then
+    local claim_key = prefix .. idem
+    if redis.call('GET', claim_key) == consumer .. ' ' .. id then redis.call('PEXPIRE', claim_key, ttl) end
+  end
+  alive = alive + #redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'JUSTID')
 end
 return alive
