@@ -49,8 +49,7 @@ class Idempotency:
         """Claim (stream id, idempotency key, bypass done-check) items for ``consumer``; a status each."""
         if not items:
             return []
-        args: list[Any] = [self.claim_ttl_ms, consumer, self.keys.claim_prefix(self.group)]
-        for stream_id, idem, bypass in items:
-            args += [stream_id, idem, "1" if bypass else "0"]
-        result = await self._claim(keys=self.live_bucket_keys(), args=args)
+        packed = "".join(f"{stream_id} {idem} {1 if bypass else 0}\n" for stream_id, idem, bypass in items)
+        result = await self._claim(keys=self.live_bucket_keys(),
+                                   args=[self.claim_ttl_ms, consumer, self.keys.claim_prefix(self.group), packed])
         return [ClaimStatus(int(s)) for s in result]

@@ -71,12 +71,12 @@ class Settler:
         if not outcomes:
             return []
         bucket_key, expire_at = self.idempotency.current_bucket()
-        args: list[Any] = [self.group, expire_at, int(time.time() * 1000), self.consumer, self._claim_prefix,
-                           len(outcomes)]
+        packed = "".join(f"{o.kind} {o.stream_id} {o.idempotency_key or '-'}\n" for o in outcomes)
         extras: list[str] = []
         for o in outcomes:
-            args += [o.kind, o.stream_id, o.idempotency_key]
             if o.kind in (RETRY, DEAD):
                 extras += [o.a1, o.a2, o.a3, o.a4]
-        result = await self._script(keys=[*self._fixed_keys, bucket_key], args=args + extras)
+        args: list[Any] = [self.group, expire_at, int(time.time() * 1000), self.consumer, self._claim_prefix, packed,
+                           *extras]
+        result = await self._script(keys=[*self._fixed_keys, bucket_key], args=args)
         return [int(x) for x in result]

@@ -244,9 +244,9 @@ class Worker:
                 self.metrics.malformed()
                 log.error("malformed entry dead-lettered: %s", exc, extra={**self._log_extra,
                                                                           "stream_id": stream_id})
-                immediate.append(Outcome.dead(stream_id, fields.get("idem", "") if fields else "",
-                                              error_type="MalformedEntry", message=str(exc), traceback="",
-                                              reason="malformed"))
+                # the key of a malformed entry may itself be malformed: its claim is never taken anyway
+                immediate.append(Outcome.dead(stream_id, "-", error_type="MalformedEntry", message=str(exc),
+                                              traceback="", reason="malformed"))
                 continue
             if message.target_group and message.target_group != self.group:
                 immediate.append(Outcome.duplicate(stream_id, foreign=True))  # a retry copy for another group

@@ -28,22 +28,18 @@ def read(r: redis.Redis, keys: Keys, consumer: str, count: int = 100) -> list[st
 def claim(s: Scripts, keys: Keys, items: list[tuple[str, str]], buckets: list[str] | None = None,
           ttl: int = 10_000, bypass: bool = False) -> list[int]:
     buckets = buckets or [keys.done_bucket(G, 1)]
-    args: list[object] = [ttl, "c1", keys.claim_prefix(G)]
-    for sid, idem in items:
-        args += [sid, idem, "1" if bypass else "0"]
-    return [int(x) for x in s.claim(keys=buckets, args=args)]
+    packed = "".join(f"{sid} {idem} {1 if bypass else 0}\n" for sid, idem in items)
+    return [int(x) for x in s.claim(keys=buckets, args=[ttl, "c1", keys.claim_prefix(G), packed])]
 
 
 def settle(s: Scripts, keys: Keys, outcomes: list[tuple[str, ...]], consumer: str = "c1") -> list[int]:
     """outcomes: (kind, stream id, key[, a1, a2, a3, a4])"""
     args: list[object] = [G, int(time.time()) + 3600, int(time.time() * 1000), consumer, keys.claim_prefix(G),
-                          len(outcomes)]
+                          "".join(f"{o[0]} {o[1]} {o[2]}\n" for o in outcomes)]
     extras: list[object] = []
     for o in outcomes:
-        padded = (list(o) + [""] * 7)[:7]
-        args += padded[:3]
         if o[0] in ("retry", "dead"):
-            extras += padded[3:]
+            extras += (list(o) + [""] * 7)[3:7]
     return [int(x) for x in s.settle(keys=[keys.stream, keys.dead_letters, keys.retry_schedule(G),
                                            keys.retry_data(G), keys.done_bucket(G, 1)], args=args + extras)]
 

@@ -2,8 +2,9 @@
 -- KEYS[1] stream, KEYS[2] dead-letter stream, KEYS[3] retry schedule (ZSET), KEYS[4] retry data (HASH),
 -- KEYS[5] current done bucket.
 -- ARGV[1] group, ARGV[2] done-bucket expire-at (unix s), ARGV[3] now (ms), ARGV[4] consumer,
--- ARGV[5] claim key prefix, ARGV[6] number of entries n, then 3 values per entry: outcome, stream id,
--- idempotency key; then 4 extra values for every retry/dead entry, in entry order:
+-- ARGV[5] claim key prefix, ARGV[6] the entries, one line each: "<outcome> <stream id> <idempotency key>\n"
+-- (one packed argument: packing many arguments dominates the client's cost), then 4 extra values for
+-- every retry/dead entry, in entry order, from ARGV[7] on:
 --   ok       handler succeeded: mark done + ack + release claim
 --   dup      already done (or addressed to another group): ack
 --   release  not run (shutdown): release claim, leave pending
@@ -13,8 +14,7 @@
 -- Returns per entry: 1 settled, 0 the entry was no longer pending (someone else settled it; no effect).
 local stream, dead, zset, data, bucket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, expire_at, now, consumer, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local n = tonumber(ARGV[6])
-local extra = 7 + 3 * n
+local extra = 7
 local out = {}
 local marked = false
 
@@ -38,8 +38,9 @@ local function get_field(fields, name)
   return nil
 end
 
-for i = 0, n - 1 do
-  local outcome, id, idem = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i]
+local i = -1
+for outcome, id, idem in string.gmatch(ARGV[6], '(%S+) (%S+) (%S+)\n') do
+  i = i + 1
   if outcome == 'ok' then
     -- done is recorded even if the entry is no longer pending: the handler did succeed
     redis.call('SADD', bucket, idem)
