@@ -17,6 +17,7 @@ unfinished is ever acknowledged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -88,7 +89,7 @@ _NOT_STARTED = _NotStarted()
 @dataclass
 class _InFlight:
     message: Message
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None  # None for plain-function handlers (run by the pool's runners)
 
 
 class Worker:
@@ -121,6 +122,8 @@ class Worker:
         self._prefetch = settings.effective_prefetch
         self._slots = asyncio.Semaphore(settings.concurrency)  # coroutine handlers running at once
         self._side_tasks: set[asyncio.Future[Any]] = set()
+        self._sync_queue: collections.deque[Message] = collections.deque()
+        self._runners = 0
         self._pool = None if self._async_handler else ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="handler")
         self._inflight: dict[str, _InFlight] = {}
@@ -283,14 +286,26 @@ class Worker:
             for message in messages:
                 self._inflight[message.stream_id] = _InFlight(message, asyncio.create_task(self._run_async(message)))
         else:
-            # one hand-off to the thread pool per chunk, not per entry: the pool has `concurrency` threads
-            size = -(-len(messages) // self.settings.concurrency)  # at most `concurrency` chunks
-            for i in range(0, len(messages), size):
-                chunk = messages[i:i + size]
-                task = asyncio.create_task(self._run_sync(chunk))
-                for message in chunk:
-                    self._inflight[message.stream_id] = _InFlight(message, task)
+            for message in messages:
+                self._inflight[message.stream_id] = _InFlight(message, None)
+            self._sync_queue.extend(messages)
+            self._ensure_runners()
         self.metrics.set_inflight(len(self._inflight))
+
+    def _ensure_runners(self) -> None:
+        """Keep up to `concurrency` pool threads pulling entries (called on the loop thread only)."""
+        loop = asyncio.get_running_loop()
+        while self._sync_queue and self._runners < self.settings.concurrency:
+            self._runners += 1
+            future = loop.run_in_executor(self._pool, self._runner, loop)
+            future.add_done_callback(self._runner_done)
+
+    def _runner_done(self, future: asyncio.Future[None]) -> None:
+        self._runners -= 1
+        if not future.cancelled() and future.exception() is not None:
+            log.error("handler runner failed: %r", future.exception(), extra=self._log_extra)
+        if not self._closed:
+            self._ensure_runners()  # entries queued while this runner was leaving
 
     def _context(self, message: Message) -> Context:
         extra = {**self._log_extra, "stream_id": message.stream_id, "idempotency_key": message.idempotency_key,
@@ -316,18 +331,14 @@ class Worker:
             raise
         self._finish([(message, error)])
 
-    async def _run_sync(self, chunk: list[Message]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._pool, self._call_chunk, chunk, loop)
-        except asyncio.CancelledError:
-            self._done([m for m in chunk if m.stream_id in self._inflight])
-            raise
-
-    def _call_chunk(self, chunk: list[Message], loop: asyncio.AbstractEventLoop) -> None:
-        """Runs on a pool thread; each result goes to the loop as soon as its handler returns, so it is
-        settled without waiting for the rest of the chunk."""
-        for message in chunk:
+    def _runner(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Runs on a pool thread: takes the next entry until none is left, so a free thread never waits
+        behind a slow handler and one hand-off serves many entries. Each result goes to the loop at once."""
+        while True:
+            try:
+                message = self._sync_queue.popleft()
+            except IndexError:
+                return
             if self._stopping:  # a stop request: what has not started is released, not run
                 loop.call_soon_threadsafe(self._finish, [(message, _NOT_STARTED)])
                 continue
@@ -528,14 +539,15 @@ class Worker:
 
     async def _shutdown(self, settle_task: asyncio.Task[None], house_task: asyncio.Task[None]) -> None:
         self._stopping = True  # housekeeping now only heart-beats the handlers still running
-        tasks = [f.task for f in self._inflight.values()]
-        if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout_s)
-            if unfinished:
-                log.warning("%d handlers did not finish within the shutdown timeout; their entries stay "
-                            "pending (not acknowledged) for recovery", len(unfinished), extra=self._log_extra)
-                for task in unfinished:
-                    task.cancel()
+        give_up = time.monotonic() + self.settings.shutdown_timeout_s
+        while self._inflight and time.monotonic() < give_up:
+            await self._wait(min(0.05, max(0.0, give_up - time.monotonic())))
+        if self._inflight:
+            log.warning("%d handlers did not finish within the shutdown timeout; their entries stay "
+                        "pending (not acknowledged) for recovery", len(self._inflight), extra=self._log_extra)
+            for held in self._inflight.values():
+                if held.task is not None:
+                    held.task.cancel()
         deadline = time.monotonic() + max(5.0, self.settings.shutdown_timeout_s)
         while self._to_settle and time.monotonic() < deadline:
             self._settled.clear()

@@ -421,3 +421,30 @@ def test_broken_email_document_found_by_the_handler_is_dead_lettered(
     assert summary.dead_lettered == 1 and summary.retried == 0
     [(_, dead)] = r.xrange(keys.dead_letters)
     assert dead["dl_reason"] == "malformed" and dead["dl_error_type"] == "MalformedEntry"
+
+
+def test_a_slow_sync_handler_does_not_hold_up_the_others(r: redis.Redis, keys: Keys, redis_url: str) -> None:
+    publish(r, keys, 40)
+    release = threading.Event()
+    finished: list[str] = []
+
+    def handler(message: Message, ctx: Context) -> None:
+        if ctx.idempotency_key == "k0":
+            release.wait(20)  # stuck until the test has seen all the others finish
+        finished.append(ctx.idempotency_key)
+
+    async def scenario() -> Summary:
+        s = settings_for(keys, redis_url, concurrency=4, exit_when_idle=False, block_ms=50)
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        worker = Worker(client, s, handler, consumer="c1")
+        task = asyncio.create_task(worker.run())
+        await until(lambda: len(finished) == 39, what="the 39 other entries, while k0 is stuck")
+        assert "k0" not in finished
+        release.set()
+        await until(lambda: worker.summary.processed == 40, what="k0 too")
+        worker.request_stop()
+        summary = await task
+        await client.aclose()
+        return summary
+
+    assert asyncio.run(scenario()).processed == 40
