@@ -1,7 +1,9 @@
 """``python producer.py``: parse options, build the producer, run it.
 
-Exit codes: 0 ok, 1 the IMAP server is unreachable / refused the login / a mailbox is missing,
-2 invalid settings, 3 Redis unreachable, 130 interrupted. Every expected failure is one line.
+Exit codes: 0 ok, 1 the IMAP server is unreachable or misbehaving / a mailbox is missing (a supervisor may
+restart), 2 invalid settings, 3 Redis unreachable, 4 the credentials were refused or the OAuth2 grant is
+revoked (fix them first: restarting would retry a wrong password in a loop), 130 interrupted.
+Every expected failure is one line.
 First SIGTERM/SIGINT: finish the current batch, release the leases, exit 0. Second: exit at once
 (nothing is lost: publish and checkpoint are one atomic step).
 """
@@ -34,7 +36,7 @@ from mailpipe.producer.settings import ProducerSettings
 from mailpipe.settings import load_settings
 
 log = logging.getLogger("mailpipe.producer")
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REDIS, EXIT_AUTH = 0, 1, 2, 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_USAGE)
     except RedisUnavailable as exc:
         return _fail(exc, EXIT_REDIS)
-    except (ImapAuthError, ImapUnavailable, ImapProtocolError, LeaseLost) as exc:
+    except ImapAuthError as exc:  # includes a revoked OAuth2 grant
+        return _fail(exc, EXIT_AUTH)
+    except (ImapUnavailable, ImapProtocolError, LeaseLost) as exc:
         return _fail(exc, EXIT_FAILURE)
     except MailpipeError as exc:
         return _fail(exc, EXIT_FAILURE)

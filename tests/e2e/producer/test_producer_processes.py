@@ -110,18 +110,18 @@ def test_long_running_producer_idles_and_stops_cleanly_on_sigterm(
     assert r.get(keys.lease(imap_user, "INBOX")) is None, "lease released on a clean stop"
 
 
-@pytest.mark.parametrize(("password", "port_open", "expected"), [
-    ("wrong", True, "refused"),
-    (PASSWORD, False, "connection refused"),
+@pytest.mark.parametrize(("password", "port_open", "expected", "exit_code"), [
+    ("wrong", True, "refused", 4),  # never restarted by a supervisor
+    (PASSWORD, False, "connection refused", 1),  # a supervisor may restart
 ])
-def test_bad_credentials_or_unreachable_server_is_one_line_and_exit_1(
+def test_bad_credentials_or_unreachable_server_is_one_line_and_distinct_exit(
         dovecot: DovecotServer, imap_user: str, redis_url: str, keys: Keys, password: str, port_open: bool,
-        expected: str) -> None:
+        expected: str, exit_code: int) -> None:
     from mailpipe.embedded import free_port
 
     extra = {} if port_open else {"MAILPIPE_IMAP_PORT": str(free_port())}
     code, err = wait_exit(producer(dovecot, imap_user, redis_url, keys, "--once", password=password, **extra), 60)
-    assert code == 1
+    assert code == exit_code
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("producer: ") and expected in lines[0], err
     assert "Traceback" not in err and "wrong" not in err

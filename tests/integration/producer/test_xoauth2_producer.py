@@ -113,7 +113,7 @@ def test_revoked_grant_stops_the_producer_with_one_line(
 
     done = run_producer(tmp_path, oauth_dovecot, redis_url, keys, account)
 
-    assert done.returncode == 1
+    assert done.returncode == 4  # credentials refused: a supervisor must not restart it
     expected = (f"producer: OAuth2 access for {account} was revoked or has expired (invalid_grant; Google "
                 "expires it after 7 days while the app is in 'Testing'): run `python producer.py "
                 "--auth-setup` again")
