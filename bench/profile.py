@@ -106,18 +106,27 @@ def run(handler: str, concurrency: int, entries: int, out_dir: Path | None = Non
         last_id = runner._last_id(spec.stream)
         env = {"MAILPIPE_REDIS_URL": spec.url, "MAILPIPE_NAMESPACE": spec.keys.namespace,
                "MAILPIPE_LOG_LEVEL": "INFO", "MAILPIPE_LOG_FORMAT": "json"}
-        # --gil: only the thread holding the GIL is sampled (CPU spent in Python, not idle pool threads);
-        # --nonblocking: the worker is not paused for each sample, so it runs at nearly full speed.
-        argv = [str(py_spy), "record", "--rate", "250", "--gil", "--nonblocking", "--format", "raw",
-                "--output", str(collapsed), "--",
-                sys.executable, str(root / "worker.py"), "--consumer", "c1", "--group", spec.group,
+        argv = [sys.executable, str(root / "worker.py"), "--consumer", "c1", "--group", spec.group,
                 "--stream", spec.keys.stream_name, "--handler", MAILPIPE_HANDLERS.get(handler, handler),
                 "--concurrency", str(concurrency), "--metrics-port", "0", "--block-ms", "500",
                 "--exit-when-idle"]
         with open(out_dir / "profile-worker.log", "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env})
-        timing = observe_group(runner.r, spec.stream, spec.group, last_id, 600, [proc])
+        spies: list[subprocess.Popen[bytes]] = []
+
+        def attach() -> None:
+            # Attached at the first delivery, so start-up and imports are not in the profile.
+            # --gil: only the thread holding the GIL is sampled (CPU spent in Python, not idle pool threads);
+            # --nonblocking: the worker is not paused for each sample, so it runs at nearly full speed.
+            spies.append(subprocess.Popen(
+                [str(py_spy), "record", "--rate", "250", "--gil", "--nonblocking", "--format", "raw",
+                 "--output", str(collapsed), "--pid", str(proc.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        timing = observe_group(runner.r, spec.stream, spec.group, last_id, 600, [proc], on_first=attach)
         proc.wait(60)
+        for spy in spies:
+            spy.wait(60)
     result = summarize(collapsed)
     result.update({"worker_root": str(root), "handler": handler, "concurrency": concurrency, "entries": entries,
                    "rate_under_profiler": round(entries / timing.seconds, 1), "collapsed_stacks": str(collapsed)})
