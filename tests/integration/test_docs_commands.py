@@ -46,6 +46,16 @@ NOT_RUN: list[tuple[str, str]] = [
     (r"^scripts/health\.sh ", "needs a running process's metrics port; tests/e2e/test_shell_helpers.py runs it"),
     (r"producer\.py --auth-", "needs an account at Google or Microsoft; tests/unit/test_oauth2_setup.py covers it"),
     (r"^redis-cli CONFIG SET appendonly", "would switch on AOF in the test server shared by the suite"),
+    (r"producer\.py( --once --dry-run --start all| --mailbox .*| --start all --dry-run)?( *#.*)?$",
+     "needs an IMAP account; tests/e2e/producer/test_producer_processes.py runs producer.py against Dovecot"),
+    (r"producer\.py --metrics-port", "runs until stopped; tests/e2e/producer/test_producer_processes.py checks "
+     "its /metrics, /ready and /status"),
+    (r"producer\.py --source mbox:~", "a reader's own Takeout file; tests/integration/producer/ import mbox files"),
+    (r"worker\.py --consumer [\w-]+( --handler examples\.classify:handle --concurrency 32| --metrics-port \d+)?"
+     r"( *#.*)?$", "runs until stopped; tests/e2e/test_worker_processes.py runs worker.py processes"),
+    (r"worker\.py --consumer w1 --handler myapp\.mail:handle", "myapp is the reader's own package"),
+    (r"^python -m mailpipe exporter( *#.*)?$", "runs until stopped; tests/e2e/test_exporter_cli.py runs it"),
+    (r"^prometheus --config\.file", "runs until stopped; tests/e2e/test_prometheus_e2e.py runs Prometheus"),
 ]
 ERROR_REPLY = re.compile(r"^(\(error\) )?(ERR|WRONGTYPE|NOPERM|NOGROUP|NOSCRIPT|BUSYGROUP|MOVED|CROSSSLOT)\b", re.M)
 PLACEHOLDER = re.compile(r"<[a-z][a-z-]*>")
@@ -139,6 +149,7 @@ def _scratch(base: Path, name: str) -> Path:
     work = base / name
     work.mkdir()
     for entry in ("scripts", "src", "worker.py", "producer.py", "config", "docs", "examples", "tests", ".venv",
+                  ".env.example",
                   "pyproject.toml", "requirements.txt"):
         if (ROOT / entry).exists():
             (work / entry).symlink_to(ROOT / entry)
