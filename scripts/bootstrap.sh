@@ -20,8 +20,10 @@ fi
 
 reqs=requirements.txt
 [ "$dev" = 1 ] && reqs=requirements-dev.txt
-stamp=".venv/.installed-$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)-$dev"
-if [ ! -f "$stamp" ]; then
+hash=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)
+stamp=".venv/.installed-$hash-$dev"
+# a dev install includes the runtime one
+if [ ! -f "$stamp" ] && ! { [ "$dev" = 0 ] && [ -f ".venv/.installed-$hash-1" ]; }; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$reqs"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -35,6 +37,7 @@ if [ "$dev" = 1 ]; then
   command -v dovecot >/dev/null || missing+=(dovecot-imapd)
   { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
   command -v mbsync >/dev/null || missing+=(isync)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "installing test servers: ${missing[*]}" >&2
