@@ -229,3 +229,20 @@ service stats {{
     def kick(self, user: str) -> None:
         """Disconnect every IMAP session of ``user`` (doveadm kick)."""
         self.doveadm("kick", user, ok=(0, 68))  # 68: nobody to kick
+
+
+@contextlib.contextmanager
+def running_dovecot(**kwargs: object) -> Iterator[DovecotServer]:
+    """A started DovecotServer, stopped afterwards; unavailable Dovecot fails in CI and skips locally."""
+    from tests.conftest import server_missing
+
+    server = DovecotServer(**kwargs)  # type: ignore[arg-type]
+    try:
+        server.start()
+    except (DovecotUnavailable, OSError) as exc:
+        server.stop()
+        server_missing(f"a Dovecot IMAP server ({exc})")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,22 +12,13 @@ from __future__ import annotations
 import os
 import threading
 
-import redis
-
 from mailpipe.entry import Message
 from mailpipe.errors import PermanentError, RetryLater
 from mailpipe.handler import Context
+from tests.handlers import _recorder
 
 EXECUTIONS = "test:executions"
 STARTED = "test:started"
-_client: redis.Redis | None = None
-
-
-def _recorder() -> redis.Redis:
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(os.environ["MAILPIPE_TEST_RECORD_URL"], decode_responses=True)
-    return _client
 
 
 def handle(message: Message, ctx: Context) -> None:

@@ -37,7 +37,7 @@ from mailpipe.embedded import free_port
 from mailpipe.keys import Keys
 from mailpipe.producer.token_store import StoredToken, save_token
 from tests.conftest import server_missing
-from tests.dovecot import DovecotServer, DovecotUnavailable
+from tests.dovecot import DovecotServer, running_dovecot
 from tests.oauth_server import OAuthTestServer
 from tests.util import sample_entry, wait_until
 
@@ -205,14 +205,8 @@ def token_server() -> Iterator[OAuthTestServer]:
 
 @pytest.fixture
 def dovecot(token_server: OAuthTestServer) -> Iterator[DovecotServer]:
-    server = DovecotServer(oauth2_introspection_url=token_server.introspection_url)
-    try:
-        server.start()
-    except (DovecotUnavailable, OSError) as exc:
-        server.stop()
-        server_missing(f"a Dovecot IMAP server ({exc})")
-    yield server
-    server.stop()
+    with running_dovecot(oauth2_introspection_url=token_server.introspection_url) as server:
+        yield server
 
 
 def test_dashboard_and_alerts_against_real_prometheus(

@@ -14,20 +14,13 @@ from mailpipe.keys import Keys
 from mailpipe.metrics import ProducerMetrics
 from mailpipe.producer.settings import ProducerSettings
 from mailpipe.settings import load_settings
-from tests.conftest import server_missing
-from tests.dovecot import PASSWORD, DovecotServer, DovecotUnavailable
+from tests.dovecot import PASSWORD, DovecotServer, running_dovecot
 
 
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[DovecotServer]:
-    server = DovecotServer()
-    try:
-        server.start()
-    except (DovecotUnavailable, OSError) as exc:
-        server.stop()
-        server_missing(f"a Dovecot IMAP server ({exc})")
-    yield server
-    server.stop()
+    with running_dovecot() as server:
+        yield server
 
 
 @pytest.fixture

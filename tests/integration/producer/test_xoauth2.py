@@ -23,8 +23,7 @@ from pydantic import SecretStr
 from mailpipe.producer.errors import ImapAuthError
 from mailpipe.producer.oauth2 import AuthRevoked, OAuth2Authenticator, OAuth2Settings
 from mailpipe.producer.token_store import StoredToken, load_token, save_token
-from tests.conftest import server_missing
-from tests.dovecot import DovecotServer, DovecotUnavailable
+from tests.dovecot import DovecotServer, running_dovecot
 from tests.oauth_server import OAuthTestServer
 
 pytestmark = pytest.mark.imap
@@ -41,14 +40,8 @@ def token_server() -> Iterator[OAuthTestServer]:
 
 
 def _start_dovecot(token_server: OAuthTestServer) -> Iterator[DovecotServer]:
-    server = DovecotServer(oauth2_introspection_url=token_server.introspection_url)
-    try:
-        server.start()
-    except (DovecotUnavailable, OSError) as exc:
-        server.stop()
-        server_missing(f"a Dovecot IMAP server ({exc})")
-    yield server
-    server.stop()
+    with running_dovecot(oauth2_introspection_url=token_server.introspection_url) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ from pydantic import SecretStr
 
 from mailpipe.keys import Keys
 from mailpipe.producer.token_store import StoredToken, load_token, save_token
-from tests.conftest import server_missing
-from tests.dovecot import DovecotServer, DovecotUnavailable
+from tests.dovecot import DovecotServer, running_dovecot
 from tests.mail_samples import make_mail
 from tests.oauth_server import OAuthTestServer
 
@@ -38,14 +37,8 @@ def token_server() -> Iterator[OAuthTestServer]:
 
 @pytest.fixture(scope="module")
 def oauth_dovecot(token_server: OAuthTestServer) -> Iterator[DovecotServer]:
-    server = DovecotServer(oauth2_introspection_url=token_server.introspection_url)
-    try:
-        server.start()
-    except (DovecotUnavailable, OSError) as exc:
-        server.stop()
-        server_missing(f"a Dovecot IMAP server ({exc})")
-    yield server
-    server.stop()
+    with running_dovecot(oauth2_introspection_url=token_server.introspection_url) as server:
+        yield server
 
 
 def grant(server: OAuthTestServer, path: Path, account: str, lifetime_s: float) -> str:
