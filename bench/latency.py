@@ -12,6 +12,7 @@ under 100 ms of work and p99 is under 100 ms; the saturation point is the highes
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import redis
 
 from bench import venv
-from bench.common import Config, median, observe_group, terminate, worker_root
+from bench.common import Config, cpu_seconds, median, observe_group, terminate, worker_root
 from bench.emails import minimal_entry
 from bench.throughput import PEERS_DIR, Runner, RunSpec, _popen
 from mailpipe.embedded import free_port
@@ -106,7 +107,11 @@ def run_once(runner: Runner, system: str, rate: int, seconds: float, timeout_s: 
     procs = SYSTEMS[system](spec, latency_file)
     try:
         _wait_for_consumer(r, spec, procs, timeout_s)
+        pids = [p.pid for p in procs]
+        redis_pid = runner.server.proc.pid if runner.server.proc else 0
+        cpu0, redis0 = cpu_seconds(pids), cpu_seconds([redis_pid])
         sent, took = offer(runner.rb, spec.stream, rate, seconds)
+        consumer_cpu, redis_cpu = cpu_seconds(pids) - cpu0, cpu_seconds([redis_pid]) - redis0
         behind = _backlog(r, spec)
         last_id = runner._last_id(spec.stream)
         observe_group(r, spec.stream, spec.group, last_id, timeout_s, procs)
@@ -116,7 +121,9 @@ def run_once(runner: Runner, system: str, rate: int, seconds: float, timeout_s: 
     values = [int(line) for line in latency_file.read_text().split()] if latency_file.exists() else []
     values = values[len(values) // 10:]
     result: dict[str, Any] = {"offered_rate": rate, "sent": sent, "achieved_offer_rate": round(sent / took, 1),
-                              "backlog_at_end": behind, **percentiles(values)}
+                              "backlog_at_end": behind, "consumer_cpu_cores": round(consumer_cpu / took, 3),
+                              "redis_cpu_cores": round(redis_cpu / took, 3),
+                              "load_average": round(os.getloadavg()[0], 2), **percentiles(values)}
     result["sustained"] = bool(values) and behind <= rate * 0.1 and result["p99_ms"] < 100
     return result
 
@@ -182,7 +189,8 @@ def run(runner: Runner, cfg: Config, systems: Sequence[str]) -> dict[str, Any]:
 
 def _median_row(system: str, rate: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"system": system, "offered_rate": rate}
-    for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "achieved_offer_rate", "backlog_at_end"):
+    for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "achieved_offer_rate", "backlog_at_end",
+                 "consumer_cpu_cores", "redis_cpu_cores"):
         row[name] = round(median([float(run[name]) for run in runs if name in run]), 3)
     row["sustained"] = sum(bool(run["sustained"]) for run in runs) * 2 > len(runs)
     row["runs"] = runs

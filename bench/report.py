@@ -47,21 +47,27 @@ def throughput_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]
 
 
 def latency_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["system", "offered/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "kept up"]
+    header = ["system", "offered/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "kept up", "consumer CPU"]
     rows = []
     latency = results.get("latency", {})
     for row in latency.get("rows", []):
         if "error" in row:
-            rows.append([row["system"], f"{row['offered_rate']:,}", f"failed: {row['error'][:60]}", "", "", "", ""])
+            rows.append([row["system"], f"{row['offered_rate']:,}", f"failed: {row['error'][:60]}", "", "", "", "",
+                         ""])
             continue
         rows.append([row["system"], f"{row['offered_rate']:,}", f"{row['p50_ms']:.2f}", f"{row['p95_ms']:.2f}",
-                     f"{row['p99_ms']:.2f}", f"{row['max_ms']:.2f}", "yes" if row["sustained"] else "no"])
+                     f"{row['p99_ms']:.2f}", f"{row['max_ms']:.2f}", "yes" if row["sustained"] else "no",
+                     _cores(row)])
     for system, sat in latency.get("saturation", {}).items():
         for step in sat.get("steps", []):
             rows.append([f"{system} (saturation)", f"{step['offered_rate']:,}", f"{step.get('p50_ms', 0):.2f}",
                          f"{step.get('p95_ms', 0):.2f}", f"{step.get('p99_ms', 0):.2f}",
-                         f"{step.get('max_ms', 0):.2f}", "yes" if step["sustained"] else "no"])
+                         f"{step.get('max_ms', 0):.2f}", "yes" if step["sustained"] else "no", _cores(step)])
     return header, rows
+
+
+def _cores(row: dict[str, Any]) -> str:
+    return f"{row['consumer_cpu_cores']:.2f}" if "consumer_cpu_cores" in row else "-"
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
