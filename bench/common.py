@@ -51,7 +51,7 @@ class Config:
     latency_seconds: float = 3.0  # duration of one offered-load step
     latency_rates: tuple[int, ...] = (1_000, 5_000, 10_000)
     peer_latency_rates: tuple[int, ...] = (1_000,)  # the peers saturate at a few thousand a second
-    saturation_rates: tuple[int, ...] = (20_000, 40_000, 60_000)
+    saturation_rates: tuple[int, ...] = (15_000, 20_000, 30_000, 40_000, 60_000)
     ingest_messages: int = 10_000
     ingest_runs: int = 1  # a first sync of 10,000 messages takes about a minute for the slower tool
     memory_entries: int = 200_000

@@ -21,6 +21,7 @@ from bench.common import ROOT, Config, rss_bytes, stop_processes, worker_root
 from bench.emails import entry_for, minimal_entry, size_mix
 from bench.throughput import Runner
 from mailpipe.embedded import free_port
+from mailpipe.entry import Email, Source, build_entry
 from mailpipe.keys import Keys
 
 FEED_CHUNK = 5_000
@@ -125,6 +126,16 @@ def redis_per_entry(runner: Runner, cfg: Config) -> dict[str, Any]:
                          "field_bytes_per_entry": round(field_bytes / len(sizes)),
                          "raw_inline_share": round(raw_inline / len(sizes), 2)}
         r.delete(key)
+    # The size policy's bound: an email far over every limit (1 MB text and HTML bodies, 1 MB raw,
+    # 1,000 headers) is cut to 256 K characters per body, 200 headers and a raw reference.
+    huge = Email(message_id="<huge@example.com>", subject="huge", from_=["a@example.com"], to=["b@example.com"],
+                 headers=[(f"X-H{i}", "v" * 200) for i in range(1_000)], text="t" * 1_000_000,
+                 html="<p>" + "h" * 1_000_000 + "</p>", size=3_000_000, raw=b"r" * 1_000_000)
+    key = Keys("bench", "memhuge").stream
+    r.delete(key)
+    r.xadd(key, build_entry(huge, idempotency_key="api:huge", source=Source(kind="api")))  # type: ignore[arg-type]
+    results["policy bound (ASCII)"] = {"entries": 1, "bytes_per_entry": int(r.memory_usage(key, samples=0) or 0)}
+    r.delete(key)
     key = Keys("bench", "memmin").stream
     minimal: dict[Any, Any] = minimal_entry()
     for n in range(1000):

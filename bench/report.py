@@ -29,7 +29,7 @@ def _ratio(rate: float | None, ref: float | None) -> str:
 def throughput_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     refs = {key: _rate_of(results, key) for key in REFERENCES}
     header = ["consumer", "payload", "entries/s", *(f"vs {REFERENCE_NAMES[k]}" for k in REFERENCES),
-              "consumer CPU", "Redis CPU", "consumer µs/entry", "Redis calls/entry"]
+              "consumer CPU", "Redis CPU", "consumer µs/entry", "Redis cmds/entry"]
     rows = []
     for row in results.get("throughput", []):
         if not row.get("rate"):
@@ -132,8 +132,11 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
                   table(*throughput_table(results))]
     if results.get("latency"):
         parts += [heading("Latency, enqueue to handler done"), table(*latency_table(results))]
+        bullet = "- " if markdown else ""
+        if markdown:
+            parts.append("")
         for system, sat in results["latency"].get("saturation", {}).items():
-            parts.append(f"{system}: highest offered rate sustained {sat['highest_sustained_rate']:,}/s")
+            parts.append(f"{bullet}{system}: highest offered rate sustained {sat['highest_sustained_rate']:,}/s")
     ingest = results.get("ingest")
     if ingest and "producer" in ingest:
         parts += [heading(f"IMAP ingest, first sync of {ingest['messages']:,} messages "
