@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailpipe.housekeeping")
 
 MOVE_RETRIES_PER_TICK = 1000
-TRIM_STEP = 10_000
-TRIM_EVERY_S = 5.0
+TRIM_EVERY_S = 1.0
 PRUNE_EVERY_S = 60.0
 
 
@@ -95,8 +94,7 @@ class Housekeeping:
             await self.w.dispatch(found.entries)
 
     async def trim(self) -> int:
-        removed = int(await self.w.scripts.trim(keys=[self.w.keys.stream],
-                                                 args=[self.w.settings.stream_max_len, TRIM_STEP]))
+        removed = int(await self.w.scripts.trim(keys=[self.w.keys.stream], args=[self.w.settings.stream_max_len]))
         if removed:
             self.w.metrics.trimmed(removed)
         retention = self.w.settings.dead_letter_retention_s

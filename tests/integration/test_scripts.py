@@ -190,9 +190,18 @@ def test_replay_moves_dead_letters_back_atomically(r: redis.Redis, keys: Keys) -
         assert not any(k.startswith("dl_") for k in fields)
 
 
+def spaced(r: redis.Redis, keys: Keys, n: int, start_ms: int = 1_000) -> list[str]:
+    """n entries 10 ms apart (explicit ids), so the trim's estimate from timestamps is exact."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd(keys.stream, sample_entry(i), id=f"{start_ms + 10 * i}-0")
+    return [str(x) for x in pipe.execute()]
+
+
 def test_trim_never_removes_undelivered_or_pending_entries(r: redis.Redis, keys: Keys) -> None:
     s = register(r)
-    ids = setup_group(r, keys, 100)
+    r.xgroup_create(keys.stream, G, id="0", mkstream=True)
+    ids = spaced(r, keys, 100)
     r.xgroup_create(keys.stream, "lagging", id="0")
     # fast group: everything delivered, 10 still pending; lagging group: read 30, nothing acked beyond 20
     read(r, keys, "c1", 100)
@@ -200,18 +209,39 @@ def test_trim_never_removes_undelivered_or_pending_entries(r: redis.Redis, keys:
     lag = r.xreadgroup("lagging", "l1", {keys.stream: ">"}, count=30)
     assert len(lag[0][1]) == 30
     r.xack(keys.stream, "lagging", *ids[:20])
-    assert int(s.trim(keys=[keys.stream], args=[5, 10_000])) == 0  # oldest pending of G is ids[0]
+    assert int(s.trim(keys=[keys.stream], args=[5])) == 0  # oldest pending of G is ids[0]
     r.xack(keys.stream, G, *ids[:10])
-    removed = int(s.trim(keys=[keys.stream], args=[5, 10_000]))
+    removed = int(s.trim(keys=[keys.stream], args=[5]))
     assert removed == 20  # bounded by lagging's oldest pending (ids[20])
     assert r.xrange(keys.stream, "-", "+", count=1)[0][0] == ids[20]
     r.xack(keys.stream, "lagging", *ids[20:30])
-    removed = int(s.trim(keys=[keys.stream], args=[5, 10_000]))
+    removed = int(s.trim(keys=[keys.stream], args=[5]))
     assert removed == 10  # bounded by lagging's last-delivered id: the 70 undelivered stay
     remaining = [i for i, _ in r.xrange(keys.stream)]
     assert remaining == ids[30:]
     rest = r.xreadgroup("lagging", "l1", {keys.stream: ">"}, count=1000)
     assert len(rest[0][1]) == 70
+
+
+def test_trim_catches_up_with_a_large_backlog_in_one_call(r: redis.Redis, keys: Keys) -> None:
+    s = register(r)
+    r.xgroup_create(keys.stream, G, id="0", mkstream=True)
+    ids = spaced(r, keys, 50_000)
+    r.xgroup_setid(keys.stream, G, ids[-1])  # everything delivered and acknowledged
+    assert int(s.trim(keys=[keys.stream], args=[1_000])) == 49_000
+    assert r.xlen(keys.stream) == 1_000 and r.xrange(keys.stream, count=1)[0][0] == ids[49_000]
+    assert int(s.trim(keys=[keys.stream], args=[1_000])) == 0
+
+
+def test_trim_within_one_millisecond_counts_sequence_numbers(r: redis.Redis, keys: Keys) -> None:
+    s = register(r)
+    r.xgroup_create(keys.stream, G, id="0", mkstream=True)
+    pipe = r.pipeline(transaction=False)
+    for i in range(200):
+        pipe.xadd(keys.stream, {"n": str(i)}, id=f"5000-{i}")
+    pipe.execute()
+    r.xgroup_setid(keys.stream, G, "5000-199")
+    assert int(s.trim(keys=[keys.stream], args=[50])) == 150
 
 
 def test_recover_own_and_orphans_with_poison_and_deleted_payloads(r: redis.Redis, keys: Keys) -> None:
