@@ -72,11 +72,24 @@ class Breaker:
         return await self._call("check")
 
     async def record_success(self) -> None:
-        """Called once per settled batch that had a success: resets the consecutive-failure count."""
-        if self.enabled:
-            await self._call("success")
+        """Called per settled batch that had a success: resets the fleet's consecutive-failure count.
+
+        A round trip only when it can matter: after this worker recorded a failure, while the breaker is
+        not closed, or once a second (failures recorded by other workers are reset within that second).
+        """
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._cached.state == CLOSED and not self._failed_since_success and now - self._success_at < 1.0:
+            return
+        self._success_at, self._failed_since_success = now, False
+        await self._call("success")
 
     async def record_failure(self) -> None:
         """Called per downstream (transient) failure."""
         if self.enabled:
+            self._failed_since_success = True
             await self._call("failure")
+
+    _failed_since_success = False
+    _success_at = 0.0
