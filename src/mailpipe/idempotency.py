@@ -3,7 +3,8 @@
 Done keys live in time-bucketed sets (``keys.done_bucket``) that expire after the retention window, so
 memory is bounded: a key is remembered for at least ``retention`` and at most ``retention + bucket``.
 The claim (``keys.claim``) makes two entries with one key never run at the same time; it has a TTL,
-renewed by the heartbeat while the handler runs, so a dead worker's claim expires by itself.
+renewed by the heartbeat while the handler runs, so a dead worker's claim expires by itself. The claim's
+value (its owner token) is "<consumer> <stream id>", built inside the Lua scripts.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ class ClaimStatus(enum.IntEnum):
     CLAIMED = 0
     DONE = 1
     BUSY = 2  # claimed by another entry/worker right now
-
-
-def claim_token(consumer: str, stream_id: str) -> str:
-    return f"{consumer} {stream_id}"
 
 
 class Idempotency:

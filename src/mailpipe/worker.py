@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -68,7 +68,6 @@ class Summary:
     gone: int = 0
     not_pending: int = 0
     last_error: str = ""
-    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
