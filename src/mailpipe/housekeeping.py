@@ -82,16 +82,17 @@ class Housekeeping:
         return moved
 
     async def reclaim_orphans(self) -> None:
-        free = self.w._prefetch - self.w.inflight
-        if free <= 0 or self.w._stopping:
-            return
-        found = await self.w.recovery.orphans(min(free, self.w.settings.batch_size))
-        self.w.note_recovered(found.poison, found.gone)
-        if found.entries:
-            self.w.summary.reclaimed += len(found.entries)
-            self.w.metrics.reclaimed(len(found.entries))
-            log.info("reclaimed %d orphaned entries", len(found.entries), extra=self.w._log_extra)
-            await self.w.dispatch(found.entries)
+        async with self.w._reclaim_lock:
+            free = self.w._prefetch - self.w.inflight
+            if free <= 0 or self.w._stopping:
+                return
+            found = await self.w.recovery.orphans(min(free, self.w.settings.batch_size))
+            self.w.note_recovered(found.poison, found.gone)
+            if found.entries:
+                self.w.summary.reclaimed += len(found.entries)
+                self.w.metrics.reclaimed(len(found.entries))
+                log.info("reclaimed %d orphaned entries", len(found.entries), extra=self.w._log_extra)
+                await self.w.dispatch(found.entries)
 
     async def trim(self) -> int:
         removed = int(await self.w.scripts.trim(keys=[self.w.keys.stream], args=[self.w.settings.stream_max_len]))

@@ -123,6 +123,7 @@ class Worker:
         self._side_tasks: set[asyncio.Future[Any]] = set()
         self._sync_queue: collections.deque[Message] = collections.deque()
         self._runners = 0
+        self._reclaim_lock = asyncio.Lock()  # orphan reclaim vs. the exit-when-idle decision
         self._pool = None if self._async_handler else ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="handler")
         self._inflight: dict[str, _InFlight] = {}
@@ -523,18 +524,22 @@ class Worker:
                 self._capacity.clear()
                 await self._wait_capacity()
             return False
-        own = await self.client.xpending_range(self.keys.stream, self.group, "-", "+", 1,
-                                               consumername=self.consumer)
+        # Decided under the reclaim lock: housekeeping must not take orphans onto this consumer between
+        # the check of its pending list and the decision to exit (they would be left pending on it).
+        async with self._reclaim_lock:
+            own = await self.client.xpending_range(self.keys.stream, self.group, "-", "+", 1,
+                                                   consumername=self.consumer)
+            first_due = await self.client.zrange(self.keys.retry_schedule(self.group), 0, 0, withscores=True)
+            if not own and not first_due:
+                self._stopping = True
+                return True
         if own:
             await self._recover_own()
             return False
-        first_due = await self.client.zrange(self.keys.retry_schedule(self.group), 0, 0, withscores=True)
-        if first_due:
-            wait_s = float(first_due[0][1]) / 1000 - time.time()
-            await self._wait(min(max(wait_s, 0.01), 0.5))
-            await self.housekeeping.move_due_retries()
-            return False
-        return True
+        wait_s = float(first_due[0][1]) / 1000 - time.time()
+        await self._wait(min(max(wait_s, 0.01), 0.5))
+        await self.housekeeping.move_due_retries()
+        return False
 
     async def _shutdown(self, settle_task: asyncio.Task[None], house_task: asyncio.Task[None]) -> None:
         self._stopping = True  # housekeeping now only heart-beats the handlers still running
